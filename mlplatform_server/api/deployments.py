@@ -1,0 +1,26 @@
+"""Deployments: serve a trained run at /invocations."""
+
+from __future__ import annotations
+
+from ..services.deployments import DeployRequest
+from .base import BaseHandler
+
+
+class DeploymentsHandler(BaseHandler):
+    def get(self) -> None:
+        page = self.platform.deployments.list(self.caller, self.int_argument("limit"), self.int_argument("offset", 0))
+        self.send(page.to_json())
+
+    async def post(self) -> None:
+        request = DeployRequest.from_json(self.json_body())
+        self.send(await self.platform.deployments.deploy(self.caller, request), 201)
+
+
+class DeploymentHandler(BaseHandler):
+    def get(self, name: str) -> None:
+        self.send(self.platform.deployments.get(self.caller, name))
+
+    async def delete(self, name: str) -> None:
+        await self.platform.deployments.delete(self.caller, name)
+        self.set_status(204)
+        self.finish()

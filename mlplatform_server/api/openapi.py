@@ -1,0 +1,106 @@
+"""The OpenAPI 3.1 document, generated from the route table so it cannot drift from the handlers."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+from .. import __version__
+
+_ERROR = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {"error": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "object"}},
+}
+
+_BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("/models", "post"): {
+        "type": "object",
+        "required": ["name", "source", "filename"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "source": {"type": "string", "description": "notebook JSON text or Python source"},
+            "filename": {"type": "string", "description": "ends with .ipynb or .py"},
+            "git_commit": {"type": "string"},
+        },
+    },
+    ("/runs", "post"): {
+        "type": "object",
+        "required": ["model"],
+        "properties": {
+            "model": {"type": "string"},
+            "version": {"type": "string"},
+            "kind": {"type": "string", "enum": ["train", "batch-predict"]},
+            "hyperparameters": {"type": "object"},
+            "hardware": {"type": "string"},
+            "environment": {"type": "string"},
+            "source_run_id": {"type": "string"},
+            "inputs": {"type": "string"},
+            "outputs": {"type": "string"},
+            "timeout_seconds": {"type": "integer"},
+        },
+    },
+    ("/deployments", "post"): {
+        "type": "object",
+        "required": ["model", "run_id"],
+        "properties": {
+            "model": {"type": "string"},
+            "run_id": {"type": "string"},
+            "version": {"type": "string"},
+            "name": {"type": "string"},
+            "replicas": {"type": "integer", "minimum": 1},
+            "hardware": {"type": "string"},
+            "environment": {"type": "string"},
+        },
+    },
+}
+
+_PAGED = {"/models", "/runs", "/deployments"}
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    from .routes import PREFIX, ROUTES
+
+    paths: dict[str, Any] = {}
+    for route in ROUTES:
+        params = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in re.findall(r"\{(\w+)\}", route.path)
+        ]
+        item: dict[str, Any] = {}
+        for method, summary in route.operations.items():
+            op: dict[str, Any] = {
+                "summary": summary,
+                "tags": [route.tag],
+                "operationId": f"{method}_{route.path.strip('/').replace('/', '_').replace('{', '').replace('}', '').replace('.', '_')}",
+                "responses": {
+                    "2XX": {"description": "Success", "content": {"application/json": {}}},
+                    "4XX": {"description": "Client error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                },
+            }
+            if params:
+                op["parameters"] = list(params)
+            if method == "get" and route.path in _PAGED:
+                op["parameters"] = [
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                    {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                ]
+            body = _BODIES.get((route.path.replace("/models/{name}/versions", "/models"), method))
+            if body is not None or method == "post":
+                op["requestBody"] = {"content": {"application/json": {"schema": body or {"type": "object"}}}}
+            if route.path not in ("/health", "/openapi.json"):
+                op["security"] = [{"bearer": []}]
+            item[method] = op
+        paths[PREFIX + route.path] = item
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "mlplatform API", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": _ERROR},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

@@ -1,0 +1,220 @@
+"""The process backend: each run is a subprocess of the runtime in this Python environment;
+a deployment is a serving process on a free port.
+
+Processes run in their own session, so they outlive a crash of the server. The
+reference stored with a run is ``pid:starttime`` (from /proc, so a reused pid is
+never mistaken for the run). The true final state is the runtime's result file;
+a process that vanished without one failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from .base import Backend, DeploymentSpec, DeploymentStatus, RunSpec, RunState, RunStatus
+
+# Never hand the platform's own credentials to user code.
+_PRIVATE_ENV = ("MLP_TOKEN", "MLP_ADMIN_TOKEN", "MLP_DB_URL", "MLP_TEST_PG_URL")
+
+
+def _start_time(pid: int) -> str | None:
+    """The process start time in clock ticks, or None when it is gone (or a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
+
+
+def _parse_ref(ref: str) -> tuple[int, str, int | None]:
+    parts = ref.split(":")
+    return int(parts[0]), parts[1], int(parts[2]) if len(parts) > 2 else None
+
+
+def _alive(ref: str) -> bool:
+    pid, started, _ = _parse_ref(ref)
+    return _start_time(pid) == started
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ProcessBackend(Backend):
+    name = "process"
+
+    def __init__(self, python: str | None = None, host: str = "127.0.0.1", stop_grace: float = 10.0) -> None:
+        self.python = python or sys.executable
+        self.host = host
+        self.stop_grace = stop_grace
+        self._children: dict[int, subprocess.Popen] = {}
+
+    # -- helpers -------------------------------------------------------------
+    def _environ(self, extra: dict[str, str]) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+        env.update(extra)
+        env["PYTHONUNBUFFERED"] = "1"
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        return env
+
+    def _spawn(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> str:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                [self.python, "-m", "mlplatform_server.runtime", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._environ(env),
+                cwd=cwd,
+                start_new_session=True,
+            )
+        self._children[proc.pid] = proc
+        started = _start_time(proc.pid)
+        if started is None:  # exited at once; poll() reaps it
+            proc.poll()
+            started = "0"
+        return f"{proc.pid}:{started}"
+
+    def _reap(self, pid: int) -> int | None:
+        proc = self._children.get(pid)
+        return proc.poll() if proc is not None else None
+
+    async def _terminate(self, ref: str) -> None:
+        pid, _, _ = _parse_ref(ref)
+        if not _alive(ref):
+            self._reap(pid)
+            return
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.stop_grace
+        while loop.time() < deadline:
+            self._reap(pid)
+            if not _alive(ref):
+                return
+            await asyncio.sleep(0.1)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self._reap(pid)
+
+    # -- runs ----------------------------------------------------------------
+    async def submit(self, spec: RunSpec) -> str:
+        spec.run_dir.mkdir(parents=True, exist_ok=True)
+        if spec.outputs is not None:
+            spec.outputs.parent.mkdir(parents=True, exist_ok=True)
+        return self._spawn([spec.action], spec.env, spec.run_dir / "logs.txt", spec.run_dir)
+
+    async def status(self, ref: str, spec: RunSpec) -> RunStatus:
+        pid, _, _ = _parse_ref(ref)
+        exit_code = self._reap(pid)
+        result = _read_result(spec.run_dir / "result.json")
+        if result is not None and (exit_code is not None or not _alive(ref)):
+            return result
+        if _alive(ref):
+            return RunStatus(RunState.RUNNING)
+        if result is not None:
+            return result
+        if exit_code is not None and exit_code < 0:
+            reason = f"the run's process was killed by {signal.Signals(-exit_code).name}"
+        elif exit_code is not None:
+            reason = f"the run's process exited with code {exit_code} without reporting a result"
+        else:
+            reason = "the run's process ended without reporting a result (killed or lost while the server was down)"
+        return RunStatus(RunState.FAILED, reason, exit_code)
+
+    async def logs(self, ref: str, spec: RunSpec, follow: bool = False) -> AsyncIterator[str]:
+        path = spec.run_dir / "logs.txt"
+        position = 0
+        while True:
+            if path.exists():
+                with open(path, "rb") as fh:
+                    fh.seek(position)
+                    chunk = fh.read()
+                if chunk:
+                    position += len(chunk)
+                    yield chunk.decode(errors="replace")
+                    continue
+            if not follow or (await self.status(ref, spec)).state.final:
+                if path.exists() and path.stat().st_size > position:
+                    continue
+                return
+            await asyncio.sleep(0.2)
+
+    async def cancel(self, ref: str, spec: RunSpec) -> None:
+        await self._terminate(ref)
+
+    async def cleanup(self, ref: str, spec: RunSpec) -> None:
+        self._reap(_parse_ref(ref)[0])  # the log already lives in run_dir/logs.txt
+
+    # -- deployments ---------------------------------------------------------
+    async def deploy(self, spec: DeploymentSpec) -> str:
+        port = free_port()
+        deploy_dir = spec.deploy_dir or spec.artifacts.parent
+        deploy_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **spec.env,
+            "MLP_PORT": str(port),
+            "MLP_HOST": self.host,
+            "MLP_WORKERS": str(spec.replicas),
+        }
+        ref = self._spawn(["serve"], env, deploy_dir / "logs.txt", deploy_dir)
+        return f"{ref}:{port}"
+
+    async def deployment_status(self, ref: str, spec: DeploymentSpec) -> DeploymentStatus:
+        pid, _, port = _parse_ref(ref)
+        url = f"http://{self.host}:{port}"
+        exit_code = self._reap(pid)
+        if not _alive(ref):
+            tail = _log_tail((spec.deploy_dir or spec.artifacts.parent) / "logs.txt")
+            code = f" (exit code {exit_code})" if exit_code is not None else ""
+            return DeploymentStatus("failed", None, f"the serving process stopped{code}: {tail}")
+        ready = await asyncio.get_running_loop().run_in_executor(None, _ping, url)
+        return DeploymentStatus("ready" if ready else "deploying", url)
+
+    async def undeploy(self, ref: str, spec: DeploymentSpec) -> None:
+        await self._terminate(ref)
+
+
+def _read_result(path: Path) -> RunStatus | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    state = RunState.SUCCEEDED if data.get("status") == "succeeded" else RunState.FAILED
+    return RunStatus(state, data.get("reason"))
+
+
+def _ping(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _log_tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "no log"
+    return " | ".join(text[-lines:]) or "no output"

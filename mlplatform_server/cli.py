@@ -1,0 +1,426 @@
+"""`mlp`: the command line, a client of the REST API (MLP_URL, MLP_TOKEN).
+
+Every command takes --json. Failures print one line to stderr and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .client import ApiError, Client
+from .errors import PlatformError
+
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+# -- plumbing -----------------------------------------------------------------
+def json_option(func: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(func)
+
+
+def client() -> Client:
+    return Client()
+
+
+def emit(data: Any, as_json: bool, human: Callable[[Any], str] | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    elif human is not None:
+        click.echo(human(data))
+    else:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def split_ref(ref: str) -> tuple[str, str | None]:
+    """'name:version' → (name, version); 'name' → (name, None)."""
+    name, _, version = ref.partition(":")
+    if not name:
+        raise click.BadParameter(f"expected MODEL or MODEL:VERSION, got {ref!r}")
+    return name, version or None
+
+
+def parse_hp(values: tuple[str, ...]) -> dict[str, str]:
+    """--hp k=v pairs; values stay strings: the server coerces them to each hyperparameter's type."""
+    result: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected NAME=VALUE, got {item!r}", param_hint="--hp")
+        result[key.strip()] = value
+    return result
+
+
+def wait_for_run(api: Client, run: dict[str, Any], quiet: bool) -> dict[str, Any]:
+    delay = 0.2
+    while run["status"] not in FINAL:
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+        run = api.get(f"/runs/{run['id']}")
+    if not quiet:
+        click.echo(f"run {run['id']} {run['status']}" + (f": {run['reason']}" if run.get("reason") else ""), err=True)
+    return run
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[str(r.get(c, "") if r.get(c) is not None else "") for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def run_summary(run: dict[str, Any]) -> str:
+    lines = [
+        f"run        {run['id']} ({run['kind']})",
+        f"status     {run['status']}" + (f" — {run['reason']}" if run.get("reason") else ""),
+        f"model      {run['model']}:{run['version']}",
+        f"hardware   {run['hardware'].get('name')}   environment {run['environment'].get('name')}",
+        f"hyperparameters {json.dumps(run['hyperparameters'], sort_keys=True)}",
+    ]
+    if run.get("metrics"):
+        lines.append("metrics    " + ", ".join(f"{k}={v:g}" for k, v in run["metrics"].items()))
+    return "\n".join(lines)
+
+
+def git_commit_of(path: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(path.parent), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+class Group(click.Group):
+    """Turns platform errors into one line on stderr and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ApiError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            ctx.exit(1)
+        except PlatformError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            ctx.exit(1)
+        except OSError as exc:
+            click.echo(f"error: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "), err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=Group)
+@click.version_option(package_name="mlplatform")
+def main() -> None:
+    """mlplatform: save, train, batch-predict and deploy notebook models."""
+
+
+# -- server -------------------------------------------------------------------
+@main.command()
+@click.option("--backend", type=click.Choice(["auto", "process", "docker"]), default="auto", show_default=True,
+              help="Where runs execute; auto picks docker when a Docker-compatible engine answers.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".mlp-data"), show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@click.option("--db-url", default=None, envvar="MLP_DB_URL", help="SQLAlchemy URL; default SQLite in the data dir.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="platform.yaml with environments and hardware sizes.")
+@click.option("--public-url", default=None, help="URL runs use to reach the API (default http://HOST:PORT).")
+def server(backend: str, data_dir: Path, host: str, port: int, db_url: str | None, config_path: Path | None,
+           public_url: str | None) -> None:
+    """Run the platform API."""
+    import asyncio
+    import logging
+    import os
+
+    from .server import ServerOptions, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options = ServerOptions(
+        data_dir=data_dir, host=host, port=port, backend=backend, db_url=db_url, config=config_path,
+        public_url=public_url, docker_host=os.environ.get("DOCKER_HOST"),
+        admin_token=os.environ.get("MLP_TOKEN") or None,
+    )
+    asyncio.run(serve(options))
+
+
+# -- models -------------------------------------------------------------------
+@main.group(cls=Group)
+def models() -> None:
+    """Save and inspect models."""
+
+
+@models.command("save")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Model name (lowercase letters, digits, '-').")
+@click.option("--version", default=None, help="Version label; default: the next number.")
+@json_option
+def models_save(path: Path, name: str, version: str | None, as_json: bool) -> None:
+    """Save a notebook (.ipynb) or module (.py) as a model version."""
+    body = {"name": name, "version": version, "source": path.read_text(), "filename": path.name,
+            "git_commit": git_commit_of(path.resolve())}
+    result = client().post("/models", body)
+
+    def human(r: dict[str, Any]) -> str:
+        hps = ", ".join(f"{h['name']}: {h['type']} = {json.dumps(h['default'])}" for h in r["hyperparameters"])
+        lines = [f"{'saved' if r.get('created') else 'unchanged'} {r['model']}:{r['version']} ({r['content_hash'][:19]})",
+                 f"hyperparameters: {hps or '(none)'}", f"methods: {', '.join(r['methods'])}"]
+        lines += [f"warning: {w}" for w in r.get("warnings", [])]
+        return "\n".join(lines)
+
+    emit(result, as_json, human)
+
+
+@models.command("list")
+@click.option("--limit", type=int, default=None)
+@click.option("--offset", type=int, default=0)
+@json_option
+def models_list(limit: int | None, offset: int, as_json: bool) -> None:
+    """List models."""
+    page = client().get("/models", limit=limit, offset=offset)
+    emit(page, as_json, lambda p: table(p["items"], ["name", "latest_version", "owner", "created_at"]))
+
+
+@models.command("show")
+@click.argument("ref")
+@click.option("--source", is_flag=True, help="Print the module generated from the notebook.")
+@json_option
+def models_show(ref: str, source: bool, as_json: bool) -> None:
+    """Show MODEL or MODEL:VERSION."""
+    name, version = split_ref(ref)
+    api = client()
+    if version is None:
+        version = api.get(f"/models/{name}")["latest_version"]
+    data = api.get(f"/models/{name}/versions/{version}")
+    if source and not as_json:
+        click.echo(data["module_source"])
+        return
+    emit(data, as_json, lambda d: "\n".join(
+        [f"{d['model']}:{d['version']}  {d['content_hash']}", f"owner {d['owner']}  image {d['image'] or '-'}",
+         "hyperparameters: " + ", ".join(f"{h['name']}={json.dumps(h['default'])} ({h['type']})" for h in d["hyperparameters"]),
+         "methods: " + ", ".join(d["methods"])] + [f"warning: {w}" for w in d["warnings"]]))
+
+
+# -- runs ---------------------------------------------------------------------
+def _submit_run(body: dict[str, Any], wait: bool, as_json: bool) -> None:
+    api = client()
+    run = api.post("/runs", body)
+    if not as_json:
+        click.echo(f"started run {run['id']} ({run['kind']} {run['model']}:{run['version']})", err=True)
+    if wait:
+        run = wait_for_run(api, run, quiet=as_json)
+    emit(run, as_json, run_summary)
+    if wait and run["status"] != "succeeded":
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--hp", "hps", multiple=True, metavar="NAME=VALUE", help="Override a hyperparameter (repeatable).")
+@click.option("--hardware", default=None, help="Hardware size (see `mlp profiles`).")
+@click.option("--env", "environment", default=None, help="Software environment (see `mlp profiles`).")
+@click.option("--timeout", type=int, default=None, help="Fail the run after this many seconds.")
+@click.option("--wait", is_flag=True, help="Wait until the run ends; exit 1 unless it succeeded.")
+@json_option
+def train(ref: str, hps: tuple[str, ...], hardware: str | None, environment: str | None, timeout: int | None,
+          wait: bool, as_json: bool) -> None:
+    """Train MODEL[:VERSION] with overridden hyperparameters."""
+    name, version = split_ref(ref)
+    _submit_run({"model": name, "version": version, "kind": "train", "hyperparameters": parse_hp(hps),
+                 "hardware": hardware, "environment": environment, "timeout_seconds": timeout}, wait, as_json)
+
+
+@main.command("predict-batch")
+@click.argument("ref")
+@click.option("--run", "run_id", required=True, help="The training run whose artifacts to use.")
+@click.option("--input", "inputs", required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--output", "outputs", required=True, type=click.Path(path_type=Path))
+@click.option("--hardware", default=None)
+@click.option("--env", "environment", default=None)
+@click.option("--wait", is_flag=True)
+@json_option
+def predict_batch(ref: str, run_id: str, inputs: Path, outputs: Path, hardware: str | None,
+                  environment: str | None, wait: bool, as_json: bool) -> None:
+    """Run MODEL[:VERSION]'s batch_predict over --input, writing --output."""
+    name, version = split_ref(ref)
+    _submit_run({"model": name, "version": version, "kind": "batch-predict", "source_run_id": run_id,
+                 "inputs": str(inputs.resolve()), "outputs": str(outputs.resolve()),
+                 "hardware": hardware, "environment": environment}, wait, as_json)
+
+
+@main.group(cls=Group)
+def runs() -> None:
+    """Inspect and control runs."""
+
+
+@runs.command("list")
+@click.option("--status", default=None)
+@click.option("--model", default=None)
+@click.option("--limit", type=int, default=None)
+@click.option("--offset", type=int, default=0)
+@json_option
+def runs_list(status: str | None, model: str | None, limit: int | None, offset: int, as_json: bool) -> None:
+    page = client().get("/runs", status=status, model=model, limit=limit, offset=offset)
+    emit(page, as_json, lambda p: table(
+        [{**r, "model": f"{r['model']}:{r['version']}", "metrics": " ".join(f"{k}={v:g}" for k, v in r["metrics"].items())}
+         for r in p["items"]], ["id", "kind", "status", "model", "metrics", "created_at"]))
+
+
+@runs.command("show")
+@click.argument("run_id")
+@json_option
+def runs_show(run_id: str, as_json: bool) -> None:
+    emit(client().get(f"/runs/{run_id}"), as_json, run_summary)
+
+
+@runs.command("logs")
+@click.argument("run_id")
+@click.option("--follow", "-f", is_flag=True, help="Stream until the run ends.")
+@json_option
+def runs_logs(run_id: str, follow: bool, as_json: bool) -> None:
+    api = client()
+    if as_json:
+        text = "".join(api.stream_text(f"/runs/{run_id}/logs"))
+        emit({"id": run_id, "logs": text}, True)
+        return
+    for chunk in api.stream_text(f"/runs/{run_id}/logs", follow="true" if follow else "false"):
+        click.echo(chunk, nl=False)
+
+
+@runs.command("metrics")
+@click.argument("run_id")
+@json_option
+def runs_metrics(run_id: str, as_json: bool) -> None:
+    data = client().get(f"/runs/{run_id}/metrics")
+    emit(data, as_json, lambda d: table(d["items"], ["name", "step", "value", "time"]))
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+@json_option
+def runs_cancel(run_id: str, as_json: bool) -> None:
+    emit(client().post(f"/runs/{run_id}/cancel"), as_json, run_summary)
+
+
+@runs.command("replicate")
+@click.argument("run_id")
+@click.option("--wait", is_flag=True)
+@json_option
+def runs_replicate(run_id: str, wait: bool, as_json: bool) -> None:
+    """Launch the same version, hyperparameters, hardware and environment again."""
+    api = client()
+    run = api.post(f"/runs/{run_id}/replicate")
+    if wait:
+        run = wait_for_run(api, run, quiet=as_json)
+    emit(run, as_json, run_summary)
+    if wait and run["status"] != "succeeded":
+        sys.exit(1)
+
+
+# -- deployments --------------------------------------------------------------
+@main.command()
+@click.argument("ref")
+@click.option("--run", "run_id", required=True, help="The succeeded training run to serve.")
+@click.option("--name", default=None, help="Deployment name (default: the model name).")
+@click.option("--replicas", type=int, default=1, show_default=True)
+@click.option("--hardware", default=None)
+@click.option("--env", "environment", default=None)
+@click.option("--wait", is_flag=True, help="Wait until it answers /ping.")
+@json_option
+def deploy(ref: str, run_id: str, name: str | None, replicas: int, hardware: str | None,
+           environment: str | None, wait: bool, as_json: bool) -> None:
+    """Serve MODEL[:VERSION] trained by --run at URL/invocations; prints the URL."""
+    model, version = split_ref(ref)
+    api = client()
+    dep = api.post("/deployments", {"model": model, "version": version, "run_id": run_id, "name": name,
+                                    "replicas": replicas, "hardware": hardware, "environment": environment})
+    delay = 0.2
+    while wait and dep["status"] == "deploying":
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+        dep = api.get(f"/deployments/{dep['name']}")
+    emit(dep, as_json, lambda d: (f"{d['url']}/invocations" if d.get("url") else f"{d['name']}: {d['status']}"))
+    if wait and dep["status"] != "ready":
+        click.echo(f"error: deployment {dep['name']} {dep['status']}: {dep.get('reason') or ''}", err=True)
+        sys.exit(1)
+
+
+@main.group(cls=Group)
+def deployments() -> None:
+    """List and delete deployments."""
+
+
+@deployments.command("list")
+@click.option("--limit", type=int, default=None)
+@click.option("--offset", type=int, default=0)
+@json_option
+def deployments_list(limit: int | None, offset: int, as_json: bool) -> None:
+    page = client().get("/deployments", limit=limit, offset=offset)
+    emit(page, as_json, lambda p: table(
+        [{**d, "model": f"{d['model']}:{d['version']}"} for d in p["items"]], ["name", "status", "model", "run_id", "url"]))
+
+
+@deployments.command("show")
+@click.argument("name")
+@json_option
+def deployments_show(name: str, as_json: bool) -> None:
+    emit(client().get(f"/deployments/{name}"), as_json)
+
+
+@deployments.command("delete")
+@click.argument("name")
+@json_option
+def deployments_delete(name: str, as_json: bool) -> None:
+    client().delete(f"/deployments/{name}")
+    emit({"deleted": name}, as_json, lambda d: f"deleted {d['deleted']}")
+
+
+# -- profiles, users ----------------------------------------------------------
+@main.command()
+@json_option
+def profiles(as_json: bool) -> None:
+    """Environments and hardware sizes you can choose."""
+    data = client().get("/profiles")
+    emit(data, as_json, lambda d: "environments:\n" + table(d["environments"], ["name", "display_name", "image"])
+         + "\n\nhardware:\n" + table(d["hardware"], ["name", "cpu", "memory", "gpus", "cost_per_hour"]))
+
+
+@main.group(cls=Group)
+def users() -> None:
+    """Users and API tokens (admin)."""
+
+
+@users.command("create")
+@click.argument("name")
+@click.option("--admin", is_flag=True)
+@json_option
+def users_create(name: str, admin: bool, as_json: bool) -> None:
+    emit(client().post("/users", {"name": name, "admin": admin}), as_json, lambda d: f"created user {d['name']}")
+
+
+@users.command("token")
+@click.argument("name")
+@click.option("--note", default="")
+@json_option
+def users_token(name: str, note: str, as_json: bool) -> None:
+    """Create an API token for NAME (shown once)."""
+    emit(client().post(f"/users/{name}/tokens", {"note": note}), as_json, lambda d: d["token"])
+
+
+@main.command()
+@json_option
+def whoami(as_json: bool) -> None:
+    emit(client().get("/whoami"), as_json, lambda d: d["name"] + (" (admin)" if d["admin"] else ""))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

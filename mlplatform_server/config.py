@@ -1,0 +1,174 @@
+"""The admin's platform config (`platform.yaml`): environments and hardware sizes.
+
+Validated with pydantic; every error names the offending key path, e.g.
+``hardware[2].memory: not a memory quantity: '2 GB' (expected e.g. 512Mi, 2Gi)``.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .backends.base import Hardware, parse_quantity
+from .errors import ConfigError
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid name (lowercase letters, digits and '-', at most 63 characters)"
+        )
+    return value
+
+
+class Environment(_Strict):
+    name: str
+    image: str
+    display_name: str | None = None
+    description: str = ""
+    default: bool = False
+    tensorboard: bool = False
+
+    _name = field_validator("name")(_check_name)
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.model_dump()
+        data["display_name"] = self.display_name or self.name
+        return data
+
+
+class Toleration(_Strict):
+    key: str | None = None
+    operator: str = "Equal"
+    value: str | None = None
+    effect: str | None = None
+
+
+class HardwareSize(_Strict):
+    name: str
+    display_name: str | None = None
+    cpu: float = Field(gt=0)
+    memory: str
+    gpus: int = Field(default=0, ge=0)
+    gpu_type: str | None = None
+    nodes: int = Field(default=1, ge=1)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    cost_per_hour: float | None = Field(default=None, ge=0)
+    default: bool = False
+
+    _name = field_validator("name")(_check_name)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, value: str) -> str:
+        parse_quantity(value)
+        return value
+
+    def to_hardware(self) -> Hardware:
+        return Hardware(
+            name=self.name,
+            cpu=self.cpu,
+            memory=self.memory,
+            gpus=self.gpus,
+            gpu_type=self.gpu_type,
+            node_selector=dict(self.node_selector),
+            tolerations=[t.model_dump(exclude_none=True) for t in self.tolerations],
+            nodes=self.nodes,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.model_dump()
+        data["display_name"] = self.display_name or self.name
+        return data
+
+
+class PlatformConfig(_Strict):
+    environments: list[Environment] = Field(min_length=1)
+    hardware: list[HardwareSize] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_and_defaults(self) -> "PlatformConfig":
+        for kind, items in (("environments", self.environments), ("hardware", self.hardware)):
+            names = [item.name for item in items]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{kind}: duplicate name(s) {', '.join(dupes)}")
+            if sum(1 for item in items if item.default) > 1:
+                raise ValueError(f"{kind}: more than one entry has default: true")
+        return self
+
+    def environment(self, name: str | None) -> Environment:
+        if name is None:
+            return next((e for e in self.environments if e.default), self.environments[0])
+        for env in self.environments:
+            if env.name == name:
+                return env
+        known = ", ".join(e.name for e in self.environments)
+        raise ConfigError(f"Unknown environment {name!r}: choose one of {known}", name=name)
+
+    def hardware_size(self, name: str | None) -> HardwareSize:
+        if name is None:
+            return next((h for h in self.hardware if h.default), self.hardware[0])
+        for size in self.hardware:
+            if size.name == name:
+                return size
+        known = ", ".join(h.name for h in self.hardware)
+        raise ConfigError(f"Unknown hardware size {name!r}: choose one of {known}", name=name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "environments": [e.to_json() for e in self.environments],
+            "hardware": [h.to_json() for h in self.hardware],
+        }
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def parse_config(data: Any, source: str = "platform config") -> PlatformConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping with 'environments' and 'hardware'")
+    try:
+        return PlatformConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            problems.append(f"{_location(err['loc'])}: {msg}")
+        raise ConfigError(f"{source}: " + "; ".join(problems), problems=problems) from None
+
+
+def load_config(path: str | Path | None = None) -> PlatformConfig:
+    """The config at `path`, or the shipped default."""
+    if path is None:
+        text = resources.files("mlplatform_server").joinpath("default_platform.yaml").read_text()
+        source = "default platform.yaml"
+    else:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"Cannot read platform config {source}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    return parse_config(data, source)

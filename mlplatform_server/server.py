@@ -1,0 +1,109 @@
+"""Build a Platform from options and serve the REST API (`mlp server`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from tornado.httpserver import HTTPServer
+
+from .backends import create_backend, docker_engine_answers
+from .config import load_config
+from .errors import ConfigError
+from .services.platform import Platform, PlatformSettings
+from .store.db import Store, sqlite_url
+
+log = logging.getLogger("mlplatform")
+
+
+@dataclass
+class ServerOptions:
+    data_dir: Path = Path(".mlp-data")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    backend: str = "auto"  # auto | process | docker
+    db_url: str | None = None
+    config: Path | None = None
+    public_url: str | None = None  # how runs reach the API; default http://host:port
+    docker_host: str | None = None
+    admin_token: str | None = None
+
+
+def admin_token(options: ServerOptions) -> str:
+    """MLP_TOKEN if set; else the token kept in the data dir (created once, mode 0600)."""
+    if options.admin_token:
+        return options.admin_token
+    path = Path(options.data_dir) / "admin-token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token
+
+
+def choose_backend(options: ServerOptions):
+    name = options.backend
+    if name == "auto":
+        name = "docker" if docker_engine_answers(options.docker_host) else "process"
+    if name == "docker":
+        return create_backend("docker", base_url=options.docker_host)
+    return create_backend(name)
+
+
+def build_platform(options: ServerOptions) -> Platform:
+    data_dir = Path(options.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = load_config(options.config)
+    db_url = options.db_url or sqlite_url(data_dir)
+    try:
+        store = Store(db_url)
+    except Exception as exc:
+        raise ConfigError(f"Cannot open the database {_redact(db_url)}: {exc.__class__.__name__}: {exc}") from None
+    backend = choose_backend(options)
+    settings = PlatformSettings(
+        data_dir=data_dir,
+        db_url=db_url,
+        api_url=options.public_url or f"http://{options.host}:{options.port}",
+        admin_token=admin_token(options),
+    )
+    return Platform(settings, store, backend, config)
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparseable URL)"
+
+
+async def serve(options: ServerOptions, ready: asyncio.Event | None = None) -> None:
+    from .api.app import make_app
+
+    platform = build_platform(options)
+    server = HTTPServer(make_app(platform), xheaders=True)
+    server.listen(options.port, options.host)
+    platform.start()
+    print(
+        f"mlplatform API on http://{options.host}:{options.port}/api/v1 "
+        f"(backend {platform.backend.name}, data {platform.settings.data_dir}, "
+        f"db {_redact(platform.settings.db_url)})",
+        flush=True,
+    )
+    if ready is not None:
+        ready.set()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.stop()
+    await platform.stop()

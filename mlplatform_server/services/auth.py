@@ -1,0 +1,107 @@
+"""Who is calling: admin token, user API tokens, run-scoped tokens.
+
+Tokens are random secrets shown once; only their SHA-256 digests are stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from ..errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from ..store import models as m
+from ..store.db import Store
+
+_USER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._@-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    admin: bool = False
+    run_id: str | None = None  # set for a run-scoped token: it may only report for that run
+
+    def require_user(self) -> None:
+        if self.run_id is not None:
+            raise Forbidden("A run token may only report metrics for its own run")
+
+    def can_touch(self, owner: str) -> bool:
+        return self.run_id is None and (self.admin or self.name == owner)
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class AuthService:
+    def __init__(self, store: Store, admin_token: str, admin_name: str = "admin") -> None:
+        self.store = store
+        self._admin_token = admin_token
+        self.admin_name = admin_name
+        with store.session() as s:
+            if s.get(m.User, admin_name) is None:
+                s.add(m.User(name=admin_name, admin=True))
+
+    def authenticate(self, token: str | None) -> Principal:
+        if not token:
+            raise Unauthorized("Missing API token: send 'Authorization: Bearer <token>' (MLP_TOKEN)")
+        if hmac.compare_digest(token.encode(), self._admin_token.encode()):
+            return Principal(self.admin_name, admin=True)
+        hashed = digest(token)
+        with self.store.session() as s:
+            row = s.execute(
+                select(m.User).join(m.ApiToken, m.ApiToken.user == m.User.name).where(m.ApiToken.digest == hashed)
+            ).scalar_one_or_none()
+            if row is not None:
+                return Principal(row.name, admin=row.admin)
+            run = s.execute(
+                select(m.Run.id, m.Run.launched_by).where(m.Run.token_digest == hashed)
+            ).first()
+            if run is not None:
+                return Principal(run.launched_by, run_id=run.id)
+        raise Unauthorized("Invalid API token")
+
+    def create_user(self, caller: Principal, name: str, admin: bool = False) -> dict:
+        self._require_admin(caller)
+        if not isinstance(name, str) or not _USER_NAME.match(name):
+            raise InvalidInput(
+                f"Invalid user name {name!r}: expected letters, digits, '.', '_', '@' or '-', at most 128 characters"
+            )
+        with self.store.session() as s:
+            if s.get(m.User, name) is not None:
+                raise Conflict(f"User {name!r} already exists")
+            s.add(m.User(name=name, admin=bool(admin)))
+        return {"name": name, "admin": bool(admin)}
+
+    def ensure_user(self, name: str, admin: bool = False) -> None:
+        """Create a user seen through an external identity (e.g. the hub) on first sight."""
+        with self.store.session() as s:
+            user = s.get(m.User, name)
+            if user is None:
+                s.add(m.User(name=name, admin=admin))
+            elif user.admin != admin:
+                user.admin = admin
+
+    def create_token(self, caller: Principal, user: str, note: str = "") -> dict:
+        caller.require_user()
+        if not (caller.admin or caller.name == user):
+            raise Forbidden("Only an admin can create tokens for another user")
+        token = new_token()
+        with self.store.session() as s:
+            if s.get(m.User, user) is None:
+                raise NotFound(f"No user named {user!r}")
+            s.add(m.ApiToken(user=user, digest=digest(token), note=str(note)[:256]))
+        return {"user": user, "token": token, "note": note}
+
+    def _require_admin(self, caller: Principal) -> None:
+        if not caller.admin or caller.run_id is not None:
+            raise Forbidden("Only an admin can do this")

@@ -1,0 +1,208 @@
+"""Models and their versions: save a notebook or module as a named, versioned model."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .. import contract
+from ..errors import Conflict, Forbidden, InvalidInput, NotFound
+from ..store import models as m
+from ..store.db import Store
+from .auth import Principal
+from .paging import Page, paginate
+
+MODEL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_SOURCE_BYTES = 5 * 1024 * 1024
+
+
+def version_to_json(model: m.Model, version: m.ModelVersion, with_source: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "model": model.name,
+        "version": version.version,
+        "owner": model.owner,
+        "content_hash": version.content_hash,
+        "source_name": version.source_name,
+        "hyperparameters": version.hyperparameters,
+        "methods": version.methods,
+        "warnings": version.warnings,
+        "image": version.image,
+        "git_commit": version.git_commit,
+        "created_by": version.created_by,
+        "created_at": version.created_at.isoformat(),
+    }
+    if with_source:
+        data["module_source"] = version.module_source
+    return data
+
+
+def model_to_json(model: m.Model) -> dict[str, Any]:
+    latest = model.versions[-1] if model.versions else None
+    return {
+        "name": model.name,
+        "owner": model.owner,
+        "created_at": model.created_at.isoformat(),
+        "versions": [v.version for v in model.versions],
+        "latest_version": latest.version if latest else None,
+    }
+
+
+class ModelService:
+    def __init__(self, store: Store, data_dir: Path) -> None:
+        self.store = store
+        self.data_dir = Path(data_dir)
+
+    # -- paths ---------------------------------------------------------------
+    def module_path(self, model: str, version: str) -> Path:
+        return self.data_dir / "models" / model / version / "model.py"
+
+    # -- queries -------------------------------------------------------------
+    def inspect(self, source: str, filename: str) -> dict[str, Any]:
+        """What saving would find, without saving (for the Lab's save dialog)."""
+        _check_source(source, filename)
+        return contract.extract(source, filename).to_json()
+
+    def list(self, caller: Principal, limit: int | None, offset: int) -> Page:
+        caller.require_user()
+        query = select(m.Model).order_by(m.Model.name)
+        if not caller.admin:
+            query = query.where(m.Model.owner == caller.name)
+        with self.store.session() as s:
+            return paginate(s, query, limit, offset, model_to_json)
+
+    def get(self, caller: Principal, name: str) -> dict[str, Any]:
+        with self.store.session() as s:
+            model = self._model(s, caller, name)
+            data = model_to_json(model)
+            data["version_details"] = [version_to_json(model, v) for v in model.versions]
+            return data
+
+    def get_version(self, caller: Principal, name: str, version: str | None) -> dict[str, Any]:
+        with self.store.session() as s:
+            row = self.resolve(s, caller, name, version)
+            return version_to_json(row.model, row, with_source=True)
+
+    def resolve(self, s: Session, caller: Principal, name: str, version: str | None) -> m.ModelVersion:
+        """The version `name:version` (latest when version is None), if the caller may see it."""
+        model = self._model(s, caller, name)
+        if not model.versions:
+            raise NotFound(f"Model {name!r} has no versions")
+        if version is None:
+            return model.versions[-1]
+        for row in model.versions:
+            if row.version == version:
+                return row
+        known = ", ".join(v.version for v in model.versions)
+        raise NotFound(f"Model {name!r} has no version {version!r} (versions: {known})")
+
+    def _model(self, s: Session, caller: Principal, name: str) -> m.Model:
+        caller.require_user()
+        model = s.execute(select(m.Model).where(m.Model.name == name)).scalar_one_or_none()
+        if model is None or not caller.can_touch(model.owner):
+            raise NotFound(f"No model named {name!r}")
+        return model
+
+    # -- save ----------------------------------------------------------------
+    def save(
+        self,
+        caller: Principal,
+        name: str,
+        source: str,
+        filename: str,
+        version: str | None = None,
+        git_commit: str | None = None,
+    ) -> dict[str, Any]:
+        """Extract the module and store it as `name:version`.
+
+        Saving the same content again under no explicit version returns the
+        existing latest version instead of a duplicate.
+        """
+        caller.require_user()
+        if not isinstance(name, str) or not MODEL_NAME.match(name):
+            raise InvalidInput(
+                f"Invalid model name {name!r}: expected lowercase letters, digits and '-' "
+                "(starting and ending with a letter or digit, at most 63 characters)"
+            )
+        if version is not None and (not isinstance(version, str) or not VERSION_NAME.match(version)):
+            raise InvalidInput(
+                f"Invalid version {version!r}: expected letters, digits, '.', '_' or '-', at most 64 characters"
+            )
+        _check_source(source, filename)
+        info = contract.extract(source, filename)  # raises ContractError before anything is written
+
+        with self.store.session() as s:
+            model = s.execute(select(m.Model).where(m.Model.name == name)).scalar_one_or_none()
+            if model is None:
+                model = m.Model(name=name, owner=caller.name)
+                s.add(model)
+                s.flush()
+            elif not caller.can_touch(model.owner):
+                raise Forbidden(f"Model name {name!r} belongs to another user; choose another name")
+            existing = {v.version: v for v in model.versions}
+            if version is None:
+                latest = model.versions[-1] if model.versions else None
+                if latest is not None and latest.content_hash == info.content_hash:
+                    return {**version_to_json(model, latest), "created": False}
+                version = _next_version(existing)
+            elif version in existing:
+                row = existing[version]
+                if row.content_hash == info.content_hash:
+                    return {**version_to_json(model, row), "created": False}
+                raise Conflict(
+                    f"Model {name!r} already has a version {version!r} with different code; "
+                    "choose a new version or omit --version to get the next number",
+                    model=name,
+                    version=version,
+                )
+            row = m.ModelVersion(
+                model=model,
+                version=version,
+                content_hash=info.content_hash,
+                module_source=info.module_source,
+                source_name=Path(filename).name,
+                hyperparameters=[h.to_json() for h in info.hyperparameters],
+                methods=sorted(info.methods),
+                warnings=list(info.warnings),
+                git_commit=git_commit,
+                created_by=caller.name,
+            )
+            s.add(row)
+            s.flush()
+            # Files first, inside the transaction: a failure here rolls the row back.
+            path = self.module_path(name, version)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(info.module_source)
+            (path.parent / Path(filename).name).write_text(source)
+            return {**version_to_json(model, row), "created": True, "contract": info.to_json()}
+
+    def set_image(self, caller: Principal, name: str, version: str, image: str) -> None:
+        with self.store.session() as s:
+            self.resolve(s, caller, name, version).image = image
+
+    def ensure_module_file(self, version: m.ModelVersion) -> Path:
+        """The module on disk for a stored version (rewritten if the data dir lost it)."""
+        path = self.module_path(version.model.name, version.version)
+        if not path.exists() or path.read_text() != version.module_source:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(version.module_source)
+        return path
+
+
+def _check_source(source: Any, filename: Any) -> None:
+    if not isinstance(source, str) or not source.strip():
+        raise InvalidInput("'source' must be the non-empty text of a notebook (.ipynb) or Python module (.py)")
+    if not isinstance(filename, str) or not filename.endswith((".ipynb", ".py")):
+        raise InvalidInput(f"'filename' must end with .ipynb or .py, got {filename!r}")
+    if len(source.encode()) > MAX_SOURCE_BYTES:
+        raise InvalidInput(f"The source is larger than {MAX_SOURCE_BYTES // (1024 * 1024)} MiB")
+
+
+def _next_version(existing: dict[str, m.ModelVersion]) -> str:
+    numbers = [int(v) for v in existing if v.isdigit()]
+    return str(max(numbers, default=0) + 1)
+

@@ -1,0 +1,71 @@
+"""The service layer, wired: every interface (REST, CLI through REST, Lab) calls into this."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..backends.base import Backend
+from ..config import PlatformConfig
+from ..store.db import Store
+from .auth import AuthService
+from .deployments import DeploymentService
+from .models import ModelService
+from .runs import RunService
+
+log = logging.getLogger("mlplatform")
+
+
+@dataclass
+class PlatformSettings:
+    data_dir: Path
+    db_url: str
+    api_url: str
+    admin_token: str
+    reconcile_interval: float = 0.5
+
+
+class Platform:
+    def __init__(self, settings: PlatformSettings, store: Store, backend: Backend, config: PlatformConfig) -> None:
+        self.settings = settings
+        self.store = store
+        self.backend = backend
+        self.config = config
+        data_dir = Path(settings.data_dir)
+        self.auth = AuthService(store, settings.admin_token)
+        self.models = ModelService(store, data_dir)
+        self.runs = RunService(store, backend, config, self.models, data_dir, settings.api_url)
+        self.deployments = DeploymentService(store, backend, config, self.models, self.runs, data_dir)
+        self._loop_task: asyncio.Task | None = None
+
+    async def reconcile_once(self) -> None:
+        await self.runs.reconcile_once()
+        await self.deployments.reconcile_once()
+
+    def start(self) -> None:
+        """Start reconciling (first pass at once: a restart learns every true state)."""
+        if self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(self._reconcile_forever())
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            try:
+                await self.reconcile_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reconciliation pass failed; retrying")
+            await asyncio.sleep(self.settings.reconcile_interval)
+
+    async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            try:
+                await self._loop_task
+            except asyncio.CancelledError:
+                pass
+            self._loop_task = None
+        await self.backend.close()
+        self.store.close()

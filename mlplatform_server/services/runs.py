@@ -1,0 +1,462 @@
+"""Runs: training and batch prediction, their metrics, logs and reconciliation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import math
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select, update
+
+from .. import contract
+from ..backends.base import Backend, RunSpec, RunState, RunStatus
+from ..config import PlatformConfig
+from ..errors import BackendError, Conflict, InvalidInput, NotFound
+from ..store import models as m
+from ..store.db import Store
+from .auth import Principal, digest, new_token
+from .models import ModelService
+from .paging import Page, paginate
+
+log = logging.getLogger("mlplatform.runs")
+
+KINDS = ("train", "batch-predict")
+ACTIVE = (RunState.PENDING.value, RunState.RUNNING.value)
+METRIC_PREFIX = "MLP_METRIC "
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What a user asks for; validated by `RunService.submit`."""
+
+    model: str
+    version: str | None = None
+    kind: str = "train"
+    hyperparameters: dict[str, Any] | None = None
+    hardware: str | None = None
+    environment: str | None = None
+    source_run_id: str | None = None  # batch prediction: the training run whose artifacts to use
+    inputs: str | None = None
+    outputs: str | None = None
+    timeout_seconds: int | None = None
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> "RunRequest":
+        allowed = set(cls.__dataclass_fields__)
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise InvalidInput(
+                f"Unknown field(s) {', '.join(unknown)}; expected some of {', '.join(sorted(allowed))}"
+            )
+        if not isinstance(body.get("model"), str):
+            raise InvalidInput("'model' (the model name) is required")
+        hp = body.get("hyperparameters") or {}
+        if not isinstance(hp, dict):
+            raise InvalidInput("'hyperparameters' must be an object of name → value")
+        timeout = body.get("timeout_seconds")
+        if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0):
+            raise InvalidInput(f"'timeout_seconds' must be a positive integer, got {timeout!r}")
+        for key in ("version", "hardware", "environment", "source_run_id", "inputs", "outputs", "kind"):
+            if body.get(key) is not None and not isinstance(body[key], str):
+                raise InvalidInput(f"'{key}' must be a string")
+        return cls(**{**body, "hyperparameters": hp})
+
+
+def run_to_json(run: m.Run, metrics: dict[str, float] | None = None) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "kind": run.kind,
+        "status": run.status,
+        "reason": run.reason,
+        "model": run.version.model.name,
+        "version": run.version.version,
+        "content_hash": run.version.content_hash,
+        "hyperparameters": run.hyperparameters,
+        "hardware": run.hardware,
+        "environment": run.environment,
+        "image": run.image,
+        "image_digest": run.image_digest,
+        "git_commit": run.git_commit,
+        "launched_by": run.launched_by,
+        "backend": run.backend,
+        "source_run_id": run.source_run_id,
+        "replicated_from": run.replicated_from,
+        "inputs": run.inputs,
+        "outputs": run.outputs,
+        "timeout_seconds": run.timeout_seconds,
+        "metrics": metrics if metrics is not None else last_metrics(run),
+        "created_at": _iso(run.created_at),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+    }
+
+
+def last_metrics(run: m.Run) -> dict[str, float]:
+    latest: dict[str, m.Metric] = {}
+    for metric in run.metrics:
+        current = latest.get(metric.name)
+        if current is None or (metric.step or 0, metric.id) >= (current.step or 0, current.id):
+            latest[metric.name] = metric
+    return {name: metric.value for name, metric in sorted(latest.items())}
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class RunService:
+    def __init__(
+        self,
+        store: Store,
+        backend: Backend,
+        config: PlatformConfig,
+        models: ModelService,
+        data_dir: Path,
+        api_url: str,
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.config = config
+        self.models = models
+        self.data_dir = Path(data_dir)
+        self.api_url = api_url
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.data_dir / "runs" / run_id
+
+    # -- submit --------------------------------------------------------------
+    async def submit(self, caller: Principal, req: RunRequest, replicated_from: str | None = None) -> dict[str, Any]:
+        caller.require_user()
+        if req.kind not in KINDS:
+            raise InvalidInput(f"Unknown run kind {req.kind!r}: expected one of {', '.join(KINDS)}")
+        env_cfg = self.config.environment(req.environment)
+        size = self.config.hardware_size(req.hardware)
+        token = new_token()
+        run_id = uuid.uuid4().hex[:16]
+        with self.store.session() as s:
+            version = self.models.resolve(s, caller, req.model, req.version)
+            info = contract.extract(version.module_source, "model.py")
+            contract.require_method(info, req.kind)
+            hyperparameters = contract.coerce_hyperparameters(info.schema(), req.hyperparameters or {})
+            source_run = None
+            if req.kind == "batch-predict":
+                source_run = self._batch_source(s, caller, req, version)
+            run = m.Run(
+                id=run_id,
+                kind=req.kind,
+                status=RunState.PENDING.value,
+                version=version,
+                hyperparameters=hyperparameters,
+                hardware=size.to_json(),
+                environment=env_cfg.to_json(),
+                image=version.image or env_cfg.image,
+                image_digest=_digest_of(version.image),
+                git_commit=version.git_commit,
+                launched_by=caller.name,
+                backend=self.backend.name,
+                token_digest=digest(token),
+                source_run_id=source_run.id if source_run else None,
+                replicated_from=replicated_from,
+                inputs=req.inputs,
+                outputs=req.outputs,
+                timeout_seconds=req.timeout_seconds,
+            )
+            s.add(run)
+            s.flush()
+            self.models.ensure_module_file(version)
+            spec = self.spec_for(run, token)
+        try:
+            ref = await self.backend.submit(spec)
+        except Exception as exc:  # the run is recorded as failed to start, never left pending
+            reason = f"could not start on the {self.backend.name} backend: {exc}"
+            log.warning("run %s: %s", run_id, reason)
+            self._finish(run_id, RunStatus(RunState.FAILED, reason))
+            raise BackendError(f"Run {run_id} {reason}", run_id=run_id) from None
+        with self.store.session() as s:
+            s.execute(update(m.Run).where(m.Run.id == run_id).values(backend_ref=ref))
+        return self.get(caller, run_id)
+
+    def _batch_source(self, s, caller: Principal, req: RunRequest, version: m.ModelVersion) -> m.Run:
+        if not req.source_run_id:
+            raise InvalidInput("Batch prediction needs 'source_run_id': the training run whose artifacts to use")
+        if not req.inputs or not req.outputs:
+            raise InvalidInput("Batch prediction needs 'inputs' and 'outputs' paths")
+        source = self.find(s, caller, req.source_run_id)
+        if source.kind != "train" or source.status != RunState.SUCCEEDED.value:
+            raise InvalidInput(
+                f"Run {source.id} is a {source.kind} run in state {source.status}; "
+                "batch prediction needs a succeeded training run"
+            )
+        if source.version.model_id != version.model_id:
+            raise InvalidInput(f"Run {source.id} trained model {source.version.model.name!r}, not {req.model!r}")
+        if not Path(req.inputs).exists():
+            raise InvalidInput(f"Input path {req.inputs!r} does not exist on the platform host")
+        return source
+
+    def spec_for(self, run: m.Run, token: str | None = None) -> RunSpec:
+        """The backend's view of a stored run (rebuilt after restarts; token only at submit)."""
+        version = run.version
+        run_dir = self.run_dir(run.id)
+        module_path = self.models.module_path(version.model.name, version.version)
+        artifacts = (
+            self.run_dir(run.source_run_id) / "artifacts" if run.kind == "batch-predict" else run_dir / "artifacts"
+        )
+        env = {
+            "MLP_RUN_ID": run.id,
+            "MLP_URL": self.api_url,
+            "MLP_MODULE_PATH": str(module_path),
+            "MLP_HYPERPARAMETERS": json.dumps(run.hyperparameters),
+            "MLP_ARTIFACTS": str(artifacts),
+            "MLP_RESULT_PATH": str(run_dir / "result.json"),
+        }
+        if token:
+            env["MLP_RUN_TOKEN"] = token
+        if run.inputs:
+            env["MLP_INPUTS"] = run.inputs
+        if run.outputs:
+            env["MLP_OUTPUTS"] = run.outputs
+        return RunSpec(
+            run_id=run.id,
+            action=run.kind,
+            user=run.launched_by,
+            model=version.model.name,
+            version=version.version,
+            module_path=module_path,
+            run_dir=run_dir,
+            hyperparameters=run.hyperparameters,
+            hardware=self.config_hardware(run.hardware),
+            image=run.image,
+            env=env,
+            inputs=Path(run.inputs) if run.inputs else None,
+            outputs=Path(run.outputs) if run.outputs else None,
+            source_artifacts=artifacts if run.kind == "batch-predict" else None,
+            timeout_seconds=run.timeout_seconds,
+        )
+
+    @staticmethod
+    def config_hardware(recorded: dict[str, Any]):
+        from ..config import HardwareSize
+
+        fields = set(HardwareSize.model_fields)
+        return HardwareSize.model_validate({k: v for k, v in recorded.items() if k in fields}).to_hardware()
+
+    # -- queries -------------------------------------------------------------
+    def get(self, caller: Principal, run_id: str) -> dict[str, Any]:
+        with self.store.session() as s:
+            return run_to_json(self.find(s, caller, run_id))
+
+    def list(
+        self, caller: Principal, limit: int | None, offset: int, status: str | None = None, model: str | None = None
+    ) -> Page:
+        caller.require_user()
+        query = select(m.Run).order_by(m.Run.created_at.desc(), m.Run.id)
+        if not caller.admin:
+            query = query.where(m.Run.launched_by == caller.name)
+        if status:
+            query = query.where(m.Run.status == status)
+        if model:
+            query = query.join(m.ModelVersion).join(m.Model).where(m.Model.name == model)
+        with self.store.session() as s:
+            return paginate(s, query, limit, offset, run_to_json)
+
+    def find(self, s, caller: Principal, run_id: str) -> m.Run:
+        run = s.get(m.Run, run_id)
+        if run is None or not caller.can_touch(run.launched_by):
+            raise NotFound(f"No run with id {run_id!r}")
+        return run
+
+    # -- actions -------------------------------------------------------------
+    async def cancel(self, caller: Principal, run_id: str) -> dict[str, Any]:
+        with self.store.session() as s:
+            run = self.find(s, caller, run_id)
+            if RunState(run.status).final:
+                raise Conflict(f"Run {run_id} already ended ({run.status})")
+            spec, ref = self.spec_for(run), run.backend_ref
+        self._finish(run_id, RunStatus(RunState.CANCELLED, f"cancelled by {caller.name}"))
+        if ref:
+            await self.backend.cancel(ref, spec)
+            await self._cleanup(ref, spec)
+        return self.get(caller, run_id)
+
+    async def replicate(self, caller: Principal, run_id: str) -> dict[str, Any]:
+        """Launch the same model version, hyperparameters, hardware and environment again."""
+        with self.store.session() as s:
+            run = self.find(s, caller, run_id)
+            req = RunRequest(
+                model=run.version.model.name,
+                version=run.version.version,
+                kind=run.kind,
+                hyperparameters=dict(run.hyperparameters),
+                hardware=run.hardware.get("name"),
+                environment=run.environment.get("name"),
+                source_run_id=run.source_run_id,
+                inputs=run.inputs,
+                outputs=run.outputs,
+                timeout_seconds=run.timeout_seconds,
+            )
+        return await self.submit(caller, req, replicated_from=run_id)
+
+    # -- metrics -------------------------------------------------------------
+    def record_metrics(self, caller: Principal, run_id: str, metrics: Any) -> int:
+        if caller.run_id is not None and caller.run_id != run_id:
+            raise NotFound(f"No run with id {run_id!r}")
+        rows = [_metric_row(item, i) for i, item in enumerate(_as_list(metrics))]
+        with self.store.session() as s:
+            run = s.get(m.Run, run_id)
+            if run is None or not (caller.run_id == run_id or caller.can_touch(run.launched_by)):
+                raise NotFound(f"No run with id {run_id!r}")
+            for row in rows:
+                run.metrics.append(m.Metric(**row))
+        return len(rows)
+
+    def list_metrics(self, caller: Principal, run_id: str, name: str | None = None) -> list[dict[str, Any]]:
+        with self.store.session() as s:
+            run = self.find(s, caller, run_id)
+            return [
+                {"name": x.name, "step": x.step, "value": x.value, "time": _iso(x.time)}
+                for x in run.metrics
+                if name is None or x.name == name
+            ]
+
+    # -- logs ----------------------------------------------------------------
+    async def logs(self, caller: Principal, run_id: str, follow: bool = False) -> AsyncIterator[str]:
+        with self.store.session() as s:
+            run = self.find(s, caller, run_id)
+            spec, ref, status = self.spec_for(run), run.backend_ref, RunState(run.status)
+        kept = spec.run_dir / "logs.txt"
+        if (status.final or not ref) and kept.exists():
+            yield kept.read_text(errors="replace")
+            return
+        if not ref:
+            return
+        async for chunk in self.backend.logs(ref, spec, follow=follow):
+            yield chunk
+
+    # -- reconciliation ------------------------------------------------------
+    async def reconcile_once(self) -> None:
+        """Ask the backend for the true state of every unfinished run and record it."""
+        with self.store.session() as s:
+            runs = s.execute(
+                select(m.Run).where(m.Run.status.in_(ACTIVE), m.Run.backend == self.backend.name)
+            ).scalars().all()
+            work = [(r.id, r.backend_ref, self.spec_for(r), r.status, r.started_at, r.timeout_seconds) for r in runs]
+        for run_id, ref, spec, recorded, started_at, timeout in work:
+            if ref is None:
+                continue  # submit in flight
+            try:
+                status = await self.backend.status(ref, spec)
+            except Exception:  # a backend hiccup is not a run failure
+                log.exception("status of run %s", run_id)
+                continue
+            if (
+                timeout
+                and started_at
+                and not status.state.final
+                and (_now() - started_at).total_seconds() > timeout
+            ):
+                await self.backend.cancel(ref, spec)
+                status = RunStatus(RunState.FAILED, f"deadline exceeded: ran longer than {timeout} s")
+            if status.state.value == recorded:
+                continue
+            if status.state.final:
+                if self._finish(run_id, status):
+                    await self._cleanup(ref, spec)
+            elif status.state == RunState.RUNNING:
+                with self.store.session() as s:
+                    s.execute(
+                        update(m.Run)
+                        .where(m.Run.id == run_id, m.Run.status == RunState.PENDING.value)
+                        .values(status=RunState.RUNNING.value, started_at=_now())
+                    )
+
+    def _finish(self, run_id: str, status: RunStatus) -> bool:
+        """Record a final state once; a run already final is never changed."""
+        now = _now()
+        with self.store.session() as s:
+            result = s.execute(
+                update(m.Run)
+                .where(m.Run.id == run_id, m.Run.status.in_(ACTIVE))
+                .values(status=status.state.value, reason=status.reason, finished_at=now, token_digest=None)
+            )
+            run = s.get(m.Run, run_id)
+            if result.rowcount and run is not None and run.started_at is None:
+                run.started_at = now
+            return bool(result.rowcount)
+
+    async def _cleanup(self, ref: str, spec: RunSpec) -> None:
+        try:
+            await self.backend.cleanup(ref, spec)
+        except Exception:
+            log.exception("cleanup of run %s", spec.run_id)
+        self._recover_metrics(spec)
+
+    def _recover_metrics(self, spec: RunSpec) -> None:
+        """Metrics printed while the API was unreachable are read back from the kept log."""
+        path = spec.run_dir / "logs.txt"
+        if not path.exists():
+            return
+        printed = []
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith(METRIC_PREFIX):
+                try:
+                    printed.append(_metric_row(json.loads(line[len(METRIC_PREFIX):]), 0))
+                except (ValueError, InvalidInput):
+                    continue
+        if not printed:
+            return
+        with self.store.session() as s:
+            run = s.get(m.Run, spec.run_id)
+            if run is None:
+                return
+            seen = {(x.name, x.step, round(x.value, 12), x.time.replace(microsecond=0)) for x in run.metrics}
+            for row in printed:
+                key = (row["name"], row["step"], round(row["value"], 12), row["time"].replace(microsecond=0))
+                if key not in seen:
+                    run.metrics.append(m.Metric(**row))
+                    seen.add(key)
+
+
+def _as_list(metrics: Any) -> list[Any]:
+    if isinstance(metrics, dict) and "metrics" in metrics:
+        metrics = metrics["metrics"]
+    if not isinstance(metrics, list):
+        raise InvalidInput("Expected {'metrics': [{'name': str, 'value': number, 'step': int|null}, ...]}")
+    return metrics
+
+
+def _metric_row(item: Any, index: int) -> dict[str, Any]:
+    where = f"metrics[{index}]"
+    if not isinstance(item, dict):
+        raise InvalidInput(f"{where}: expected an object with name and value")
+    name, value, step = item.get("name"), item.get("value"), item.get("step")
+    if not isinstance(name, str) or not name or len(name) > 128:
+        raise InvalidInput(f"{where}.name: expected a non-empty string of at most 128 characters")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidInput(f"{where}.value: expected a finite number, got {value!r}")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+        raise InvalidInput(f"{where}.step: expected an integer or null, got {step!r}")
+    when = _now()
+    if item.get("time"):
+        try:
+            when = dt.datetime.fromisoformat(str(item["time"]))
+        except ValueError:
+            raise InvalidInput(f"{where}.time: expected an ISO 8601 time, got {item['time']!r}") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+    return {"name": name, "value": float(value), "step": step, "time": when}
+
+
+def _digest_of(image: str | None) -> str | None:
+    if image and "@sha256:" in image:
+        return image.split("@", 1)[1]
+    return None

@@ -1,0 +1,316 @@
+"""The Jupyter server extension, through a real Jupyter server (pytest-jupyter).
+
+In-process mode end to end with the process backend: the extension reads the
+notebook through Jupyter's contents manager, relays to the platform it started
+in the same event loop, and the run trains for real in a subprocess.
+
+The tests are synchronous and drive pytest-jupyter's loop themselves, so they
+do not depend on which asyncio plugin runs coroutine tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+MODEL_SOURCE = '''
+import json
+
+class Model:
+    hyperparameters = {"C": 1.0, "max_iter": 10}
+
+    def train(self):
+        (self.artifacts / "weights.json").write_text(json.dumps(self.hyperparameters))
+        print("training with", self.hyperparameters)
+        self.log_metric("accuracy", 0.9)
+
+    def predict(self, features):
+        return {"label": 1, "C": self.hyperparameters["C"]}
+'''
+
+
+def notebook_json(*sources: str) -> str:
+    cells = [
+        {"id": "intro", "cell_type": "markdown", "metadata": {}, "source": "# A tiny model"},
+        *(
+            {"id": f"code-{i}", "cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": s}
+            for i, s in enumerate(sources)
+        ),
+    ]
+    return json.dumps(
+        {
+            "cells": cells,
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+            "nbformat": 4,
+            "nbformat_minor": 5,
+        }
+    )
+
+
+# -- fixtures ------------------------------------------------------------------
+@pytest.fixture
+def ext_platform_url() -> str:
+    """Empty: in-process platform. Tests parametrize it for relay mode."""
+    return ""
+
+
+@pytest.fixture
+def ext_data_dir(tmp_path) -> Path:
+    return tmp_path / "mlp-data"
+
+
+@pytest.fixture
+def jp_server_config(ext_platform_url, ext_data_dir, monkeypatch):
+    for name in ("MLP_URL", "MLP_TOKEN", "MLP_DATA_DIR", "MLP_BACKEND", "MLP_CONFIG", "MLP_DB_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return {
+        "ServerApp": {"jpserver_extensions": {"mlplatform_server": True}},
+        "MLPlatform": {
+            "data_dir": str(ext_data_dir),
+            "backend": "process",
+            "platform_url": ext_platform_url,
+        },
+    }
+
+
+@pytest.fixture
+def ext_call(jp_fetch, jp_asyncio_loop):
+    """call(method, *path, body=..., params=..., headers=...) → (status, parsed body); never raises on 4xx/5xx."""
+
+    def call(method: str, *parts: str, body: Any = None, raw: bytes | None = None, **kwargs: Any):
+        async def go():
+            data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+            if method == "POST" and data is None:
+                data = b"{}"
+            try:
+                response = await jp_fetch("mlplatform", *parts, method=method, body=data, **kwargs)
+            except HTTPClientError as exc:
+                response = exc.response
+                assert response is not None, exc
+            text = response.body.decode() if response.body else ""
+            ctype = response.headers.get("Content-Type", "")
+            parsed = json.loads(text) if text and ctype.startswith("application/json") else text
+            return response.code, parsed
+
+        return jp_asyncio_loop.run_until_complete(go())
+
+    return call
+
+
+@pytest.fixture
+def ext_notebook(jp_root_dir):
+    """Write a notebook (or .py) into the Jupyter root; returns its API path."""
+
+    def write(path: str = "work/model.ipynb", text: str | None = None) -> str:
+        target = Path(jp_root_dir) / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text if text is not None else notebook_json("import json", MODEL_SOURCE))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def ext_app(jp_serverapp):
+    return jp_serverapp.extension_manager.extension_points["mlplatform"].app
+
+
+def wait_run(call, run_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.time() + timeout
+    run: dict[str, Any] = {}
+    while time.time() < deadline:
+        status, run = call("GET", "api", "runs", run_id)
+        assert status == 200, run
+        if run["status"] in ("succeeded", "failed", "cancelled"):
+            return run
+        call("GET", "api", "health")  # lets the loop (reconciler, run callbacks) turn between polls
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} did not end in {timeout}s: {run}")
+
+
+# -- in-process mode -----------------------------------------------------------
+def test_config_in_process(ext_call, ext_app):
+    status, body = ext_call("GET", "config")
+    assert status == 200, body
+    assert body["in_process"] is True
+    assert body["platform_url"].startswith("http://127.0.0.1:")
+    assert body["user"]["name"] == "admin" and body["user"]["admin"] is True
+    # the platform token is never handed out
+    assert ext_app.token and ext_app.token not in json.dumps(body)
+
+
+def test_save_train_end_to_end(ext_call, ext_notebook, ext_data_dir):
+    path = ext_notebook()
+
+    status, found = ext_call("POST", "inspect", body={"path": path})
+    assert status == 200, found
+    hps = {h["name"]: h for h in found["hyperparameters"]}
+    assert set(hps) == {"C", "max_iter"}
+    assert "train" in found["methods"] and "predict" in found["methods"]
+
+    status, saved = ext_call("POST", "models", body={"path": path, "name": "tiny"})
+    assert status == 201, saved
+    assert saved["model"] == "tiny" and saved["version"] == "1" and saved["source_name"] == "model.ipynb"
+    assert saved["git_commit"] is None  # the root is no git repository
+
+    # saving the same content again returns the existing version
+    status, again = ext_call("POST", "models", body={"path": path, "name": "tiny"})
+    assert status == 200 and again["version"] == "1" and again["created"] is False
+
+    status, run = ext_call(
+        "POST", "api", "runs", body={"model": "tiny", "kind": "train", "hyperparameters": {"C": "0.5"}}
+    )
+    assert status == 201, run
+    run = wait_run(ext_call, run["id"])
+    assert run["status"] == "succeeded", run
+    assert run["hyperparameters"]["C"] == 0.5 and run["hyperparameters"]["max_iter"] == 10
+    assert run["metrics"]["accuracy"] == pytest.approx(0.9)
+
+    # the relay keeps query strings and answers with the platform's body
+    status, page = ext_call("GET", "api", "runs", params={"model": "tiny", "limit": "1"})
+    assert status == 200 and [r["id"] for r in page["items"]] == [run["id"]]
+    status, metrics = ext_call("GET", "api", "runs", run["id"], "metrics", params={"name": "accuracy"})
+    assert status == 200 and [m["value"] for m in metrics["items"]] == [pytest.approx(0.9)]
+
+    # logs, plain and streamed (the run has ended, so the stream ends too)
+    status, text = ext_call("GET", "api", "runs", run["id"], "logs")
+    assert status == 200 and "training with" in text
+    status, streamed = ext_call("GET", "api", "runs", run["id"], "logs", params={"follow": "true"})
+    assert status == 200 and "training with" in streamed
+
+    artifacts = list((ext_data_dir / "runs" / run["id"]).rglob("weights.json"))
+    assert artifacts and json.loads(artifacts[0].read_text())["C"] == 0.5
+
+
+def test_bad_hyperparameter_relays_platform_400(ext_call, ext_notebook, ext_app):
+    ext_call("POST", "models", body={"path": ext_notebook(), "name": "tiny"})
+    status, body = ext_call(
+        "POST", "api", "runs", body={"model": "tiny", "kind": "train", "hyperparameters": {"C": "not-a-number"}}
+    )
+    assert status == 400, body
+    assert "C" in body["message"]
+    # exactly what the platform says, unchanged
+    direct = _direct(ext_app, "POST", "runs", {"model": "tiny", "kind": "train", "hyperparameters": {"C": "not-a-number"}})
+    assert direct == (400, body)
+
+    status, body = ext_call("POST", "api", "runs", body={"model": "tiny", "hyperparameters": {"nope": 1}})
+    assert status == 400 and "nope" in body["message"]
+
+
+def test_relay_keeps_platform_errors(ext_call):
+    status, body = ext_call("GET", "api", "runs", "does-not-exist")
+    assert status == 404 and "does-not-exist" in body["message"]
+    status, body = ext_call("GET", "api", "no-such-endpoint")
+    assert status == 404 and body["error"] == "not_found"
+    status, body = ext_call("DELETE", "api", "deployments", "nothing-here")
+    assert status == 404, body
+    status, body = ext_call("POST", "api", "runs", raw=b"{not json")
+    assert status == 400 and "JSON" in body["message"]
+
+
+def test_missing_notebook_is_404(ext_call):
+    status, body = ext_call("POST", "inspect", body={"path": "nowhere/missing.ipynb"})
+    assert status == 404 and body["error"] == "not_found"
+    assert "nowhere/missing.ipynb" in body["message"]
+    status, body = ext_call("POST", "models", body={"path": "nowhere/missing.ipynb", "name": "tiny"})
+    assert status == 404 and "nowhere/missing.ipynb" in body["message"]
+
+
+def test_bad_bodies_are_400(ext_call, ext_notebook):
+    status, body = ext_call("POST", "inspect", raw=b"[1, 2")
+    assert status == 400 and body["error"] == "invalid_input"
+    status, body = ext_call("POST", "inspect", body=["a", "list"])
+    assert status == 400 and "JSON object" in body["message"]
+    status, body = ext_call("POST", "inspect", body={})
+    assert status == 400 and "path" in body["message"]
+    status, body = ext_call("POST", "inspect", body={"path": "data.csv"})
+    assert status == 400 and ".ipynb" in body["message"]
+    status, body = ext_call("POST", "models", body={"path": ext_notebook()})
+    assert status == 400 and "name" in body["message"]
+    # the platform's own validation comes back unchanged
+    status, body = ext_call("POST", "models", body={"path": ext_notebook(), "name": "Not A Name"})
+    assert status == 400 and "Invalid model name" in body["message"]
+
+
+def test_unauthenticated_requests_are_refused(ext_call):
+    for method, parts, body in (
+        ("GET", ("config",), None),
+        ("POST", ("inspect",), {"path": "x.ipynb"}),
+        ("POST", ("models",), {"path": "x.ipynb", "name": "x"}),
+        ("GET", ("api", "runs"), None),
+        ("DELETE", ("api", "deployments", "x"), None),
+    ):
+        status, answer = ext_call(method, *parts, body=body, headers={"Authorization": ""})
+        assert status in (401, 403), (method, parts, status, answer)
+    status, answer = ext_call("GET", "api", "runs", headers={"Authorization": "token wrong"})
+    assert status in (401, 403), answer
+
+
+def test_python_module_and_version(ext_call, ext_notebook):
+    path = ext_notebook("pkg/model.py", MODEL_SOURCE)
+    status, found = ext_call("POST", "inspect", body={"path": path})
+    assert status == 200 and {h["name"] for h in found["hyperparameters"]} == {"C", "max_iter"}
+    status, saved = ext_call("POST", "models", body={"path": path, "name": "tiny-py", "version": "v1.0"})
+    assert status == 201, saved
+    assert saved["version"] == "v1.0" and saved["source_name"] == "model.py"
+    status, model = ext_call("GET", "api", "models", "tiny-py")
+    assert status == 200 and model["versions"] == ["v1.0"]
+
+
+def test_save_records_git_commit(ext_call, ext_notebook, jp_root_dir):
+    path = ext_notebook("repo/sub/model.ipynb")
+    repo = Path(jp_root_dir) / "repo"
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.org"]
+    subprocess.run([*git[:3], "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "model"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+
+    status, saved = ext_call("POST", "models", body={"path": path, "name": "tracked"})
+    assert status == 201, saved
+    assert saved["git_commit"] == head
+
+
+# -- relay mode ----------------------------------------------------------------
+@pytest.mark.parametrize("ext_platform_url", ["http://127.0.0.1:1"])
+def test_unreachable_platform_is_502(ext_call, ext_notebook, ext_data_dir):
+    status, body = ext_call("GET", "config")
+    assert status == 502, body
+    assert body["error"] == "platform_unreachable"
+    assert "http://127.0.0.1:1" in body["message"]
+    status, body = ext_call("GET", "api", "runs")
+    assert status == 502 and body["error"] == "platform_unreachable"
+    status, body = ext_call("POST", "inspect", body={"path": ext_notebook()})
+    assert status == 502 and body["error"] == "platform_unreachable"
+    assert not ext_data_dir.exists()  # nothing started in-process
+
+
+# -- helpers -------------------------------------------------------------------
+def _direct(app, method: str, path: str, body: Any) -> tuple[int, Any]:
+    """The same request straight to the in-process platform (with its admin token)."""
+    import httpx
+
+    # A thread: the platform answers on the loop this test drives, which must keep turning.
+    import concurrent.futures
+
+    def go():
+        response = httpx.request(
+            method,
+            f"{app.platform_url}/api/v1/{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {app.token}"},
+            timeout=30,
+        )
+        return response.status_code, response.json()
+
+    loop = app.serverapp.io_loop.asyncio_loop
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return loop.run_until_complete(loop.run_in_executor(pool, go))

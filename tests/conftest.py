@@ -1,0 +1,150 @@
+"""Fixtures shared by the suites: a real `mlp server` subprocess and the `mlp` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def required_env(name: str) -> str:
+    """Services the suite needs are started by `make test`; a missing one is a failure, not a skip."""
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: run the suite with `make test`, which starts the services it needs")
+    return value
+
+
+class MlpServer:
+    """`mlp server` as a real subprocess (so it can be killed -9 and restarted)."""
+
+    def __init__(self, data_dir: Path, backend: str = "process", config: Path | None = None,
+                 db_url: str | None = None, extra_env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.backend = backend
+        self.config = config
+        self.db_url = db_url
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = "admin-" + os.urandom(12).hex()
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen | None = None
+        self.log_path = data_dir.parent / f"server-{self.port}.log"
+
+    def start(self) -> "MlpServer":
+        args = [sys.executable, "-m", "mlplatform_server.cli", "server", "--backend", self.backend,
+                "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        if self.config:
+            args += ["--config", str(self.config)]
+        if self.db_url:
+            args += ["--db-url", self.db_url]
+        env = {**os.environ, "MLP_TOKEN": self.token, **self.extra_env}
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlp server exited:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(self.url + "/api/v1/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"mlp server did not answer:\n{self.log_path.read_text()}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+    def api(self, token: str | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.url + "/api/v1",
+                            headers={"Authorization": f"Bearer {token or self.token}"}, timeout=60)
+
+    def mlp(self, *args: str, token: str | None = None, check: bool = True,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
+        env = {**os.environ, "MLP_URL": self.url, "MLP_TOKEN": token or self.token}
+        proc = subprocess.run([sys.executable, "-m", "mlplatform_server.cli", *args], capture_output=True,
+                              text=True, env=env, cwd=cwd or ROOT, timeout=180)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"mlp {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def mlp_json(self, *args: str, token: str | None = None) -> Any:
+        return json.loads(self.mlp(*args, "--json", token=token).stdout)
+
+    def wait_run(self, run_id: str, timeout: float = 120) -> dict[str, Any]:
+        deadline = time.time() + timeout
+        with self.api() as api:
+            while time.time() < deadline:
+                run = api.get(f"/runs/{run_id}").json()
+                if run["status"] in ("succeeded", "failed", "cancelled"):
+                    return run
+                time.sleep(0.2)
+        raise AssertionError(f"run {run_id} did not end in {timeout}s: {run}")
+
+    def wait_for_status(self, api: httpx.Client, run_id: str, status: str, timeout: float = 30) -> bool:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if api.get(f"/runs/{run_id}").json()["status"] == status:
+                return True
+            time.sleep(0.1)
+        return False
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+
+@pytest.fixture
+def mlp_server_factory(tmp_path):
+    servers: list[MlpServer] = []
+
+    def make(**kwargs: Any) -> MlpServer:
+        server = MlpServer(tmp_path / "data", **kwargs)
+        servers.append(server)
+        return server.start()
+
+    yield make
+    for server in servers:
+        server.stop()
+    _stop_stray_processes(tmp_path)
+
+
+def _stop_stray_processes(tmp_path: Path) -> None:
+    """Kill runtime processes a test left running (they live in their own sessions)."""
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            environ = (proc_dir / "environ").read_bytes()
+        except OSError:
+            continue
+        if str(tmp_path).encode() in environ and b"MLP_MODULE_PATH" in environ:
+            try:
+                os.killpg(int(proc_dir.name), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def mlp_server(mlp_server_factory) -> MlpServer:
+    return mlp_server_factory()
