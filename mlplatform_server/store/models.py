@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.types import TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -24,25 +25,23 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-class UTCDateTime(DateTime):
-    """Timezone-aware datetimes on every database (SQLite drops the zone)."""
+class UTCDateTime(TypeDecorator):
+    """Timezone-aware UTC datetimes on every database (SQLite drops the zone)."""
 
+    impl = DateTime(timezone=True)
     cache_ok = True
 
-    def __init__(self) -> None:
-        super().__init__(timezone=True)
+    def process_bind_param(self, value, dialect):
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc)
+            if dialect.name == "sqlite":
+                value = value.replace(tzinfo=None)
+        return value
 
-    def result_processor(self, dialect, coltype):  # type: ignore[override]
-        parent = super().result_processor(dialect, coltype)
-
-        def process(value):
-            if parent is not None:
-                value = parent(value)
-            if isinstance(value, dt.datetime) and value.tzinfo is None:
-                value = value.replace(tzinfo=dt.timezone.utc)
-            return value
-
-        return process
+    def process_result_value(self, value, dialect):
+        if isinstance(value, dt.datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value
 
 
 class Base(DeclarativeBase):
@@ -54,7 +53,7 @@ class User(Base):
 
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class ApiToken(Base):
@@ -66,7 +65,7 @@ class ApiToken(Base):
     user: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"), index=True)
     digest: Mapped[str] = mapped_column(String(64), unique=True)
     note: Mapped[str] = mapped_column(String(256), default="")
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Model(Base):
@@ -75,7 +74,7 @@ class Model(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     owner: Mapped[str] = mapped_column(String(128), index=True)
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     versions: Mapped[list["ModelVersion"]] = relationship(
         back_populates="model", order_by="ModelVersion.id", cascade="all, delete-orphan"
@@ -98,7 +97,7 @@ class ModelVersion(Base):
     image: Mapped[str | None] = mapped_column(String(512), default=None)
     git_commit: Mapped[str | None] = mapped_column(String(64), default=None)
     created_by: Mapped[str] = mapped_column(String(128))
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     model: Mapped[Model] = relationship(back_populates="versions")
 
@@ -127,9 +126,9 @@ class Run(Base):
     inputs: Mapped[str | None] = mapped_column(Text, default=None)
     outputs: Mapped[str | None] = mapped_column(Text, default=None)
     timeout_seconds: Mapped[int | None] = mapped_column(Integer, default=None)
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    started_at: Mapped[dt.datetime | None] = mapped_column(default=None)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     version: Mapped[ModelVersion] = relationship()
     metrics: Mapped[list["Metric"]] = relationship(
@@ -146,7 +145,7 @@ class Metric(Base):
     name: Mapped[str] = mapped_column(String(128))
     step: Mapped[int | None] = mapped_column(Integer, default=None)
     value: Mapped[float] = mapped_column(Float)
-    time: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    time: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     run: Mapped[Run] = relationship(back_populates="metrics")
 
@@ -168,7 +167,7 @@ class Deployment(Base):
     image: Mapped[str | None] = mapped_column(String(512), default=None)
     backend: Mapped[str] = mapped_column(String(32))
     backend_ref: Mapped[str | None] = mapped_column(String(256), default=None)
-    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     version: Mapped[ModelVersion] = relationship()

@@ -178,7 +178,7 @@ def test_save_train_end_to_end(ext_call, ext_notebook, ext_data_dir):
     status, page = ext_call("GET", "api", "runs", params={"model": "tiny", "limit": "1"})
     assert status == 200 and [r["id"] for r in page["items"]] == [run["id"]]
     status, metrics = ext_call("GET", "api", "runs", run["id"], "metrics", params={"name": "accuracy"})
-    assert status == 200 and [m["value"] for m in metrics["items"]] == [pytest.approx(0.9)]
+    assert status == 200 and metrics["items"] and all(m["value"] == pytest.approx(0.9) for m in metrics["items"])
 
     # logs, plain and streamed (the run has ended, so the stream ends too)
     status, text = ext_call("GET", "api", "runs", run["id"], "logs")
@@ -277,6 +277,52 @@ def test_save_records_git_commit(ext_call, ext_notebook, jp_root_dir):
     status, saved = ext_call("POST", "models", body={"path": path, "name": "tracked"})
     assert status == 201, saved
     assert saved["git_commit"] == head
+
+
+SLOW_SOURCE = """
+import time
+
+class Model:
+    hyperparameters = {"pause": 2.0}
+
+    def train(self):
+        print("first line", flush=True)
+        time.sleep(self.hyperparameters["pause"])
+        print("second line", flush=True)
+        self.log_metric("accuracy", 0.5)
+"""
+
+
+def test_follow_logs_streams_while_running(ext_call, ext_notebook, jp_fetch, jp_asyncio_loop):
+    path = ext_notebook("slow.ipynb", notebook_json(SLOW_SOURCE))
+    status, saved = ext_call("POST", "models", body={"path": path, "name": "slow"})
+    assert status == 201, saved
+    status, run = ext_call("POST", "api", "runs", body={"model": "slow", "hyperparameters": {"pause": 3}})
+    assert status == 201, run
+
+    chunks: list[tuple[float, str]] = []
+
+    async def follow():
+        response = await jp_fetch(
+            "mlplatform", "api", "runs", run["id"], "logs",
+            params={"follow": "true"},
+            streaming_callback=lambda chunk: chunks.append((time.monotonic(), chunk.decode())),
+            request_timeout=60,
+        )
+        return response.code, response.headers.get("Content-Type", "")
+
+    code, ctype = jp_asyncio_loop.run_until_complete(follow())
+    assert code == 200 and ctype.startswith("text/plain")
+    seen, first_at, second_at = "", None, None
+    for at, chunk in chunks:
+        seen += chunk
+        if first_at is None and "first line" in seen:
+            first_at = at
+        if second_at is None and "second line" in seen:
+            second_at = at
+    assert first_at is not None and second_at is not None, seen
+    assert second_at - first_at > 1.5, "the first line only came with the end of the run: not streamed"
+    assert wait_run(ext_call, run["id"])["status"] == "succeeded"
 
 
 # -- relay mode ----------------------------------------------------------------

@@ -51,7 +51,7 @@ def test_save_versions_and_roundtrip(store, tmp_path):
     assert first["version"] == "1" and first["created"]
     again = models.save(alice, "iris", realistic_notebook(), "iris.ipynb")
     assert again["version"] == "1" and not again["created"]
-    changed = realistic_notebook().replace('"C": 1.0', '"C": 2.0')
+    changed = realistic_notebook().replace('\\"C\\": 1.0', '\\"C\\": 2.0')
     second = models.save(alice, "iris", changed, "iris.ipynb")
     assert second["version"] == "2"
     with pytest.raises(Conflict, match="already has a version '1' with different code"):

@@ -1,0 +1,154 @@
+"""train and batch-predict: run one method of the user's Model and write the result file.
+
+The result file (MLP_RESULT_PATH) is how the platform learns the true final state, even
+after its own crash, so it is written on every exit path this process controls:
+``{"status": "succeeded"|"failed", "reason": str|None, "finished_at": iso8601}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import PlatformError
+from .context import (
+    METHODS,
+    RuntimeConfig,
+    build_model,
+    describe_exception,
+    load_module,
+    method,
+    one_line,
+    option,
+)
+from .metrics import MetricReporter, now_iso
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 1
+EXIT_SETUP_ERROR = 2
+
+
+class _Terminated(BaseException):
+    """Raised in the main thread by the SIGTERM handler (not an Exception: user code's
+    ``except Exception`` must not swallow it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def write_result(path: Path, status: str, reason: str | None) -> None:
+    """Atomically replace ``path`` with the result JSON (temporary file + os.replace)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.dumps({"status": status, "reason": reason, "finished_at": now_iso()})
+    fd, tmp = tempfile.mkstemp(prefix=".result-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(data + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _say(line: str, stream: Any = None) -> None:
+    stream = stream or sys.stdout
+    try:
+        stream.write(line + "\n")
+        stream.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def run_job(action: str, flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run ``train`` or ``batch-predict``; returns the process exit code."""
+    env = os.environ if environ is None else environ
+    method_name = METHODS[action]
+    raw_result = option("result_path", flags, env)
+    result_path = Path(raw_result).expanduser() if raw_result else None
+    run_id = option("run_id", flags, env)
+    _say(f"MLP_START action={action} run_id={run_id or '-'} pid={os.getpid()}")
+
+    state = {"in_user_code": True, "terminating": False}
+    reporter: MetricReporter | None = None
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if not state["in_user_code"]:  # the outcome is known; just finish quickly
+            if reporter is not None:
+                reporter.hurry()
+            return
+        if state["terminating"]:
+            return
+        state["terminating"] = True
+        raise _Terminated(signum)
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    status, reason, code = "failed", None, EXIT_SETUP_ERROR
+    try:
+        try:
+            config = RuntimeConfig.load(action, flags, env)
+            reporter = MetricReporter(config.run_id, config.url, config.token)
+            if action == "train":
+                config.artifacts.mkdir(parents=True, exist_ok=True)
+            if config.outputs is not None:
+                config.outputs.parent.mkdir(parents=True, exist_ok=True)
+            module = load_module(config.module_path)
+            model = build_model(module, config, reporter.log_metric)
+            run = method(model, method_name)
+            run()
+            status, reason, code = "succeeded", None, EXIT_OK
+        finally:
+            state["in_user_code"] = False
+    except _Terminated as exc:
+        name = signal.Signals(exc.signum).name
+        reason, code = f"terminated by signal {name}", 128 + exc.signum
+        _say(f"MLP_ERROR {reason}", sys.stderr)
+    except KeyboardInterrupt:
+        reason, code = "interrupted by signal SIGINT", 128 + signal.SIGINT
+        _say(f"MLP_ERROR {reason}", sys.stderr)
+    except PlatformError as exc:  # configuration or contract: the run could not start
+        reason, code = one_line(exc.message), EXIT_SETUP_ERROR
+        _say(f"MLP_ERROR {reason}", sys.stderr)
+    except SystemExit as exc:  # sys.exit() in the user's code
+        if exc.code in (None, 0):
+            status, reason, code = "succeeded", None, EXIT_OK
+        else:
+            traceback.print_exc(file=sys.stderr)
+            reason, code = one_line(f"{method_name} called sys.exit({exc.code!r})"), EXIT_USER_ERROR
+    except Exception as exc:  # the user's code raised
+        traceback.print_exc(file=sys.stderr)
+        reason, code = describe_exception(exc), EXIT_USER_ERROR
+    finally:
+        sys.stdout.flush()
+        terminated = code > 128
+        try:
+            if terminated and result_path is not None:  # the kill may follow soon: result first
+                _write(result_path, status, reason)
+            if reporter is not None:
+                reporter.close(timeout=2.0 if terminated else 10.0)
+            if not terminated and result_path is not None:
+                _write(result_path, status, reason)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    end = f"MLP_END status={status} exit_code={code}"
+    _say(end + (f" reason={json.dumps(reason)}" if reason else ""))
+    return code
+
+
+def _write(path: Path, status: str, reason: str | None) -> None:
+    try:
+        write_result(path, status, reason)
+    except OSError as exc:
+        _say(f"MLP_WARNING could not write the result file {str(path)!r}: {describe_exception(exc)}", sys.stderr)

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Install the system packages the project's services, images and tests need (Debian bookworm, root).
+# Idempotent: apt-get runs only when a package is missing (checked with dpkg -s).
+set -euo pipefail
+
+PACKAGES=(
+  # container engine: Podman's Docker-compatible API with runc (crun fails on hybrid cgroups here)
+  podman runc conmon catatonit netavark aardvark-dns iptables
+  uidmap slirp4netns fuse-overlayfs
+  buildah skopeo
+  # base image rootfs without a registry
+  debootstrap
+  # database
+  postgresql
+  # the scripts themselves
+  curl ca-certificates python3 python3-venv tar
+)
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-system.sh: must run as root (apt-get)" >&2
+  exit 1
+fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  # dpkg-query, not `dpkg -s | grep -q`: with pipefail, grep -q closing the pipe early fails the check.
+  if [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" != "install ok installed" ]]; then
+    missing+=("$pkg")
+  fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+  echo "system packages: all ${#PACKAGES[@]} present"
+  exit 0
+fi
+
+echo "system packages: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# --no-install-recommends: podman recommends dbus-user-session (pulls systemd) and crun; neither is wanted.
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
