@@ -136,7 +136,7 @@ class MLPlatformApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         assert self.serverapp is not None
-        self.options = MLPlatform(config=self.serverapp.config, parent=self)
+        self.options = MLPlatform(parent=self)  # the server's config and jupyter_mlplatform_config
         self.platform = None
         self._http_server = None
         self.startup_error: str | None = None
@@ -313,7 +313,9 @@ class BaseHandler(APIHandler):
             raise ExtensionError(400, "invalid_input", "'path' (the notebook's path in Jupyter) is required")
         path = path.strip().lstrip("/")
         if not path.endswith((".ipynb", ".py")):
-            raise ExtensionError(400, "invalid_input", f"'path' must be a notebook (.ipynb) or a .py file, got {path!r}")
+            raise ExtensionError(
+                400, "invalid_input", f"'path' must be a notebook (.ipynb) or a .py file, got {path!r}"
+            )
         cm = self.contents_manager
         try:
             if path.endswith(".ipynb"):
@@ -389,9 +391,8 @@ class ConfigHandler(BaseHandler):
         response = await self.call("GET", "whoami")
         if response.code != 200:
             return self.relay_response(response)
-        self.send_json(
-            {"platform_url": self.ext.platform_url, "in_process": self.ext.in_process, "user": json.loads(response.body)}
-        )
+        user = json.loads(response.body)
+        self.send_json({"platform_url": self.ext.platform_url, "in_process": self.ext.in_process, "user": user})
 
 
 class InspectHandler(BaseHandler):

@@ -19,6 +19,12 @@ Inputs (environment variables set by the backend; a flag of the same name, e.g.
                          every exit path the runtime controls
 ``MLP_PORT`` (8080), ``MLP_HOST`` (0.0.0.0), ``MLP_WORKERS`` (1)   serve
 ``MLP_METRICS_RETRY_SECONDS``  how long one batch of metrics is retried (default 8)
+``MLP_STOP_GRACE_SECONDS``     serve: how long in-flight requests may run after SIGTERM (default 30)
+
+Lines for log scrapers: ``MLP_START action=… run_id=… pid=…``, ``MLP_METRIC {json}``,
+``MLP_END status=… exit_code=… [reason="…"]`` (train / batch-predict); ``MLP_SERVING port=…
+host=… workers=… pid=…``, ``MLP_READY worker=… pid=…``, ``MLP_STOPPED …`` (serve, on stdout);
+``MLP_ERROR …`` and ``MLP_WARNING …`` on stderr.
 
 Exit codes: 0 success (serve: stopped by SIGTERM/SIGINT); 1 the user's code raised (Model(),
 train, batch_predict, init_predict); 2 the run could not start: bad configuration, the module

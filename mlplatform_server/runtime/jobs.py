@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
@@ -81,20 +82,21 @@ def run_job(action: str, flags: Mapping[str, Any] | None = None, environ: Mappin
     run_id = option("run_id", flags, env)
     _say(f"MLP_START action={action} run_id={run_id or '-'} pid={os.getpid()}")
 
-    state = {"in_user_code": True, "terminating": False}
+    guard = _SignalGuard(result_path)
     reporter: MetricReporter | None = None
 
     def on_signal(signum: int, frame: Any) -> None:
-        if not state["in_user_code"]:  # the outcome is known; just finish quickly
+        if not guard.in_user_code:  # the outcome is known; just finish quickly
             if reporter is not None:
                 reporter.hurry()
             return
-        if state["terminating"]:
+        if guard.terminating:
             return
-        state["terminating"] = True
+        guard.terminating = True
         raise _Terminated(signum)
 
     previous = signal.signal(signal.SIGTERM, on_signal)
+    guard.start()
     status, reason, code = "failed", None, EXIT_SETUP_ERROR
     try:
         try:
@@ -110,7 +112,7 @@ def run_job(action: str, flags: Mapping[str, Any] | None = None, environ: Mappin
             run()
             status, reason, code = "succeeded", None, EXIT_OK
         finally:
-            state["in_user_code"] = False
+            guard.leave_user_code()
     except _Terminated as exc:
         name = signal.Signals(exc.signum).name
         reason, code = f"terminated by signal {name}", 128 + exc.signum
@@ -141,10 +143,70 @@ def run_job(action: str, flags: Mapping[str, Any] | None = None, environ: Mappin
             if not terminated and result_path is not None:
                 _write(result_path, status, reason)
         finally:
+            guard.stop()
             signal.signal(signal.SIGTERM, previous)
     end = f"MLP_END status={status} exit_code={code}"
     _say(end + (f" reason={json.dumps(reason)}" if reason else ""))
     return code
+
+
+class _SignalGuard:
+    """Writes the "terminated" result as soon as SIGTERM arrives, from a thread.
+
+    Python runs signal handlers on the main thread between bytecodes, so user code stuck in a
+    long C call (a solver, a training step) would not notice SIGTERM before the SIGKILL that
+    follows. ``signal.set_wakeup_fd`` makes the C-level handler write the signal number to a
+    pipe at once; this thread reads it and records the result while the main thread is busy.
+    The main thread's handler then raises _Terminated as soon as it runs.
+    """
+
+    def __init__(self, result_path: Path | None) -> None:
+        self.result_path = result_path
+        self.in_user_code = True
+        self.terminating = False
+        self._lock = threading.Lock()
+        self._fds: tuple[int, int] | None = None
+        self._previous_fd = -1
+
+    def start(self) -> None:
+        if self.result_path is None:
+            return
+        try:
+            r, w = os.pipe()
+            os.set_blocking(w, False)
+            self._previous_fd = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        except (OSError, ValueError):
+            return
+        self._fds = (r, w)
+        threading.Thread(target=self._watch, args=(r,), name="mlp-signals", daemon=True).start()
+
+    def _watch(self, fd: int) -> None:
+        while True:
+            try:
+                data = os.read(fd, 64)
+            except OSError:
+                return
+            if not data:
+                os.close(fd)
+                return
+            if signal.SIGTERM in data:
+                with self._lock:
+                    if self.in_user_code and self.result_path is not None:
+                        _write(self.result_path, "failed", "terminated by signal SIGTERM")
+
+    def leave_user_code(self) -> None:
+        with self._lock:
+            self.in_user_code = False
+
+    def stop(self) -> None:
+        if self._fds is None:
+            return
+        try:
+            signal.set_wakeup_fd(self._previous_fd)
+        except (OSError, ValueError):
+            pass
+        os.close(self._fds[1])  # the watcher reads end of file and ends
+        self._fds = None
 
 
 def _write(path: Path, status: str, reason: str | None) -> None:

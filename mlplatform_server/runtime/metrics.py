@@ -118,7 +118,7 @@ class MetricReporter:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="mlp-metrics", daemon=True)
                 self._thread.start()
-        self._queue.put(item)
+            self._queue.put(item)
 
     # -- the runtime's side --------------------------------------------------
     def close(self, timeout: float = 10.0) -> None:

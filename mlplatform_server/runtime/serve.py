@@ -17,7 +17,7 @@ the fork). A worker that crashes is restarted by tornado; a worker whose model c
 loaded or initialized stops the whole server with that exit code instead of crash-looping.
 
 Shutdown: on SIGTERM or SIGINT a worker stops accepting connections, lets in-flight requests
-finish (at most ``GRACE_SECONDS``), then exits 0. The parent of several workers closes a
+finish (at most ``MLP_STOP_GRACE_SECONDS``, default 30), then exits 0. The parent of several workers closes a
 "lifeline" pipe whose read end every worker watches: end of file (also when the parent is
 killed outright) makes each worker shut down the same way; the parent exits when they have.
 """
@@ -34,6 +34,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Mapping
@@ -50,7 +51,14 @@ from .metrics import MetricReporter
 
 log = logging.getLogger("mlplatform.runtime.serve")
 
-GRACE_SECONDS = 30.0
+GRACE_SECONDS = 30.0  # default of MLP_STOP_GRACE_SECONDS
+
+
+def _grace() -> float:
+    try:
+        return max(0.0, float(os.environ.get("MLP_STOP_GRACE_SECONDS", GRACE_SECONDS)))
+    except ValueError:
+        return GRACE_SECONDS
 EXIT_OK = 0
 EXIT_USER_ERROR = 1
 EXIT_SETUP_ERROR = 2
@@ -221,7 +229,7 @@ def _build(config: RuntimeConfig, reporter: MetricReporter) -> Any:
         method(model, "predict")
     except PlatformError as exc:
         raise _StartupError(EXIT_SETUP_ERROR, one_line(exc.message)) from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # the user's __init__
         traceback.print_exc(file=sys.stderr)
         raise _StartupError(EXIT_USER_ERROR, f"Model() raised {describe_exception(exc)}") from None
     return model
@@ -238,8 +246,8 @@ def _init_predict(model: Any) -> None:
         raise _StartupError(EXIT_USER_ERROR, f"init_predict raised {describe_exception(exc)}") from None
 
 
-async def _worker(config: RuntimeConfig, sockets: list[socket.socket], index: int,
-                  lifeline: int | None, early_stop: threading.Event) -> int:
+async def _worker(config: RuntimeConfig, sockets: list[socket.socket], index: int, lifeline: int | None,
+                  early_stop: threading.Event) -> tuple[int, concurrent.futures.ThreadPoolExecutor]:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -275,21 +283,21 @@ async def _worker(config: RuntimeConfig, sockets: list[socket.socket], index: in
     await _drain(server, state)
     reporter.hurry(2.0)
     await loop.run_in_executor(None, reporter.close, 3.0)
-    state.executor.shutdown(wait=False, cancel_futures=True)
-    return code
+    return code, state.executor
 
 
 async def _drain(server: tornado.httpserver.HTTPServer, state: _State) -> None:
     state.stopping = True
     server.stop()  # no new connections
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + GRACE_SECONDS
+    grace = _grace()
+    deadline = loop.time() + grace
     if state.inflight:
         log.info("stopping: waiting for %d in-flight request(s)", state.inflight)
     while state.inflight and loop.time() < deadline:
         await asyncio.sleep(0.05)
     if state.inflight:
-        log.warning("stopping: %d request(s) still running after %.0fs; exiting anyway", state.inflight, GRACE_SECONDS)
+        log.warning("stopping: %d request(s) still running after %.0fs; exiting anyway", state.inflight, grace)
     try:
         await asyncio.wait_for(server.close_all_connections(), 2.0)
     except (asyncio.TimeoutError, Exception):
@@ -297,15 +305,22 @@ async def _drain(server: tornado.httpserver.HTTPServer, state: _State) -> None:
 
 
 def _run_worker(config: RuntimeConfig, sockets: list[socket.socket], index: int,
-                lifeline: int | None, early_stop: threading.Event) -> int:
-    code = asyncio.run(_worker(config, sockets, index, lifeline, early_stop))
+                lifeline: int | None, early_stop: threading.Event) -> tuple[int, bool]:
+    """Serve until stopped; returns (exit code, whether user code is still running on the executor)."""
+    code, executor = asyncio.run(_worker(config, sockets, index, lifeline, early_stop))
     _say(f"MLP_STOPPED worker={index} pid={os.getpid()} exit_code={code}")
-    busy = [t for t in threading.enumerate() if t.name.startswith("mlp-predict") and t.is_alive()]
-    if busy:  # a predict / init_predict outlived the grace period: do not wait for it
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+    closer = threading.Thread(target=executor.shutdown, kwargs={"wait": True, "cancel_futures": True}, daemon=True)
+    closer.start()
+    closer.join(1.0)
+    return code, closer.is_alive()
+
+
+def _exit_now(code: int) -> None:
+    """A predict / init_predict outlived the grace period: exit without waiting for its thread
+    (the interpreter would join it at exit)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 # -- the process ---------------------------------------------------------------
@@ -343,10 +358,13 @@ def serve(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | N
         previous = {sig: signal.signal(sig, lambda signum, frame: early_stop.set())
                     for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            return _run_worker(config, sockets, 0, None, early_stop)
+            code, stuck = _run_worker(config, sockets, 0, None, early_stop)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        if stuck:
+            _exit_now(code)
+        return code
     return _serve_forked(config, sockets, early_stop)
 
 
@@ -387,7 +405,7 @@ def _serve_forked(config: RuntimeConfig, sockets: list[socket.socket], early_sto
             os.close(lifeline_w)
         else:
             early_stop.set()
-        code = _run_worker(config, sockets, index, lifeline_r, early_stop)
+        code, stuck = _run_worker(config, sockets, index, lifeline_r, early_stop)
         if code != EXIT_OK:
             # Report and exit 0, so that tornado does not restart a model that cannot start;
             # the parent then stops the other workers and exits with this code.
@@ -396,6 +414,8 @@ def _serve_forked(config: RuntimeConfig, sockets: list[socket.socket], early_sto
                 os.kill(parent, signal.SIGTERM)
             except OSError:
                 pass
+        if stuck:
+            _exit_now(EXIT_OK)
         return EXIT_OK
 
     # the parent
@@ -414,10 +434,8 @@ def _serve_forked(config: RuntimeConfig, sockets: list[socket.socket], early_sto
     return code
 
 
-def _reap_all(timeout: float = GRACE_SECONDS + 5) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
+def _reap_all() -> None:
+    deadline = time.monotonic() + _grace() + 5
     while time.monotonic() < deadline:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import re
 import uuid
@@ -159,6 +160,7 @@ class DeploymentService:
                 "MLP_MODULE_PATH": str(module_path),
                 "MLP_ARTIFACTS": str(artifacts),
                 "MLP_RUN_ID": dep.run_id,
+                "MLP_HYPERPARAMETERS": json.dumps(dep.run.hyperparameters),
             },
             replicas=dep.replicas,
             deploy_dir=self.data_dir / "deployments" / dep.id,

@@ -171,3 +171,4 @@ class Deployment(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
     version: Mapped[ModelVersion] = relationship()
+    run: Mapped[Run] = relationship()

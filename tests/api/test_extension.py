@@ -10,6 +10,7 @@ do not depend on which asyncio plugin runs coroutine tests.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tornado.httpclient import HTTPClientError
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -41,8 +42,9 @@ def notebook_json(*sources: str) -> str:
     cells = [
         {"id": "intro", "cell_type": "markdown", "metadata": {}, "source": "# A tiny model"},
         *(
-            {"id": f"code-{i}", "cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": s}
-            for i, s in enumerate(sources)
+            {"id": f"code-{i}", "cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [],
+             "source": text}
+            for i, text in enumerate(sources)
         ),
     ]
     return json.dumps(
@@ -68,7 +70,13 @@ def ext_data_dir(tmp_path) -> Path:
 
 
 @pytest.fixture
-def jp_server_config(ext_platform_url, ext_data_dir, monkeypatch):
+def ext_options() -> dict[str, Any]:
+    """More MLPlatform options; tests parametrize it."""
+    return {}
+
+
+@pytest.fixture
+def jp_server_config(ext_platform_url, ext_data_dir, ext_options, monkeypatch):
     for name in ("MLP_URL", "MLP_TOKEN", "MLP_DATA_DIR", "MLP_BACKEND", "MLP_CONFIG", "MLP_DB_URL"):
         monkeypatch.delenv(name, raising=False)
     return {
@@ -77,6 +85,7 @@ def jp_server_config(ext_platform_url, ext_data_dir, monkeypatch):
             "data_dir": str(ext_data_dir),
             "backend": "process",
             "platform_url": ext_platform_url,
+            **ext_options,
         },
     }
 
@@ -123,17 +132,23 @@ def ext_app(jp_serverapp):
     return jp_serverapp.extension_manager.extension_points["mlplatform"].app
 
 
-def wait_run(call, run_id: str, timeout: float = 60) -> dict[str, Any]:
-    deadline = time.time() + timeout
-    run: dict[str, Any] = {}
-    while time.time() < deadline:
-        status, run = call("GET", "api", "runs", run_id)
-        assert status == 200, run
-        if run["status"] in ("succeeded", "failed", "cancelled"):
-            return run
-        call("GET", "api", "health")  # lets the loop (reconciler, run callbacks) turn between polls
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id} did not end in {timeout}s: {run}")
+@pytest.fixture
+def ext_wait_run(ext_call, jp_asyncio_loop):
+    """Poll a run through the relay until it ends; the loop keeps turning in between
+    (the in-process platform, its reconciler and the run's metric posts all live on it)."""
+
+    def wait(run_id: str, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.time() + timeout
+        run: dict[str, Any] = {}
+        while time.time() < deadline:
+            status, run = ext_call("GET", "api", "runs", run_id)
+            assert status == 200, run
+            if run["status"] in ("succeeded", "failed", "cancelled"):
+                return run
+            jp_asyncio_loop.run_until_complete(asyncio.sleep(0.2))
+        raise AssertionError(f"run {run_id} did not end in {timeout}s: {run}")
+
+    return wait
 
 
 # -- in-process mode -----------------------------------------------------------
@@ -147,7 +162,7 @@ def test_config_in_process(ext_call, ext_app):
     assert ext_app.token and ext_app.token not in json.dumps(body)
 
 
-def test_save_train_end_to_end(ext_call, ext_notebook, ext_data_dir):
+def test_save_train_end_to_end(ext_call, ext_notebook, ext_data_dir, ext_wait_run):
     path = ext_notebook()
 
     status, found = ext_call("POST", "inspect", body={"path": path})
@@ -169,7 +184,7 @@ def test_save_train_end_to_end(ext_call, ext_notebook, ext_data_dir):
         "POST", "api", "runs", body={"model": "tiny", "kind": "train", "hyperparameters": {"C": "0.5"}}
     )
     assert status == 201, run
-    run = wait_run(ext_call, run["id"])
+    run = ext_wait_run(run["id"])
     assert run["status"] == "succeeded", run
     assert run["hyperparameters"]["C"] == 0.5 and run["hyperparameters"]["max_iter"] == 10
     assert run["metrics"]["accuracy"] == pytest.approx(0.9)
@@ -178,7 +193,8 @@ def test_save_train_end_to_end(ext_call, ext_notebook, ext_data_dir):
     status, page = ext_call("GET", "api", "runs", params={"model": "tiny", "limit": "1"})
     assert status == 200 and [r["id"] for r in page["items"]] == [run["id"]]
     status, metrics = ext_call("GET", "api", "runs", run["id"], "metrics", params={"name": "accuracy"})
-    assert status == 200 and metrics["items"] and all(m["value"] == pytest.approx(0.9) for m in metrics["items"])
+    # recorded once (not a second time when the platform reads the kept log back)
+    assert status == 200 and [m["value"] for m in metrics["items"]] == [pytest.approx(0.9)]
 
     # logs, plain and streamed (the run has ended, so the stream ends too)
     status, text = ext_call("GET", "api", "runs", run["id"], "logs")
@@ -190,7 +206,7 @@ def test_save_train_end_to_end(ext_call, ext_notebook, ext_data_dir):
     assert artifacts and json.loads(artifacts[0].read_text())["C"] == 0.5
 
 
-def test_bad_hyperparameter_relays_platform_400(ext_call, ext_notebook, ext_app):
+def test_bad_hyperparameter_relays_platform_400(ext_call, ext_notebook, ext_app, jp_asyncio_loop):
     ext_call("POST", "models", body={"path": ext_notebook(), "name": "tiny"})
     status, body = ext_call(
         "POST", "api", "runs", body={"model": "tiny", "kind": "train", "hyperparameters": {"C": "not-a-number"}}
@@ -198,8 +214,8 @@ def test_bad_hyperparameter_relays_platform_400(ext_call, ext_notebook, ext_app)
     assert status == 400, body
     assert "C" in body["message"]
     # exactly what the platform says, unchanged
-    direct = _direct(ext_app, "POST", "runs", {"model": "tiny", "kind": "train", "hyperparameters": {"C": "not-a-number"}})
-    assert direct == (400, body)
+    request = {"model": "tiny", "kind": "train", "hyperparameters": {"C": "not-a-number"}}
+    assert _direct(ext_app, jp_asyncio_loop, "POST", "runs", request) == (400, body)
 
     status, body = ext_call("POST", "api", "runs", body={"model": "tiny", "hyperparameters": {"nope": 1}})
     assert status == 400 and "nope" in body["message"]
@@ -293,7 +309,7 @@ class Model:
 """
 
 
-def test_follow_logs_streams_while_running(ext_call, ext_notebook, jp_fetch, jp_asyncio_loop):
+def test_follow_logs_streams_while_running(ext_call, ext_notebook, ext_wait_run, jp_fetch, jp_asyncio_loop):
     path = ext_notebook("slow.ipynb", notebook_json(SLOW_SOURCE))
     status, saved = ext_call("POST", "models", body={"path": path, "name": "slow"})
     assert status == 201, saved
@@ -322,7 +338,7 @@ def test_follow_logs_streams_while_running(ext_call, ext_notebook, jp_fetch, jp_
             second_at = at
     assert first_at is not None and second_at is not None, seen
     assert second_at - first_at > 1.5, "the first line only came with the end of the run: not streamed"
-    assert wait_run(ext_call, run["id"])["status"] == "succeeded"
+    assert ext_wait_run(run["id"])["status"] == "succeeded"
 
 
 # -- relay mode ----------------------------------------------------------------
@@ -339,24 +355,32 @@ def test_unreachable_platform_is_502(ext_call, ext_notebook, ext_data_dir):
     assert not ext_data_dir.exists()  # nothing started in-process
 
 
+@pytest.mark.parametrize("ext_options", [{"config_file": "/nonexistent/platform.yaml"}])
+def test_platform_that_cannot_start_is_503(ext_call, jp_fetch, jp_asyncio_loop):
+    status, body = ext_call("GET", "config")
+    assert status == 503 and body["error"] == "platform_unavailable"
+    assert "/nonexistent/platform.yaml" in body["message"]
+    status, _ = ext_call("GET", "api", "runs")
+    assert status == 503
+
+    async def jupyter_status() -> int:
+        return (await jp_fetch("api", "status")).code
+
+    assert jp_asyncio_loop.run_until_complete(jupyter_status()) == 200  # Jupyter itself keeps working
+
+
 # -- helpers -------------------------------------------------------------------
-def _direct(app, method: str, path: str, body: Any) -> tuple[int, Any]:
-    """The same request straight to the in-process platform (with its admin token)."""
-    import httpx
+def _direct(app, loop, method: str, path: str, body: Any) -> tuple[int, Any]:
+    """The same request straight to the in-process platform, with its admin token."""
 
-    # A thread: the platform answers on the loop this test drives, which must keep turning.
-    import concurrent.futures
-
-    def go():
-        response = httpx.request(
-            method,
+    async def go():
+        response = await AsyncHTTPClient().fetch(
             f"{app.platform_url}/api/v1/{path}",
-            json=body,
-            headers={"Authorization": f"Bearer {app.token}"},
-            timeout=30,
+            method=method,
+            body=json.dumps(body),
+            headers={"Authorization": f"Bearer {app.token}", "Content-Type": "application/json"},
+            raise_error=False,
         )
-        return response.status_code, response.json()
+        return response.code, json.loads(response.body)
 
-    loop = app.serverapp.io_loop.asyncio_loop
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return loop.run_until_complete(loop.run_in_executor(pool, go))
+    return loop.run_until_complete(go())

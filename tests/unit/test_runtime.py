@@ -323,6 +323,31 @@ def test_sigterm_during_train_writes_failed_result(tmp_path):
     assert "MLP_END status=failed exit_code=143" in out
 
 
+def test_sigterm_result_is_written_while_user_code_is_stuck_in_c(tmp_path):
+    # pbkdf2 runs in C with the GIL released and does not look at signals for a minute or so:
+    # the Python-level handler cannot run, the result must be written anyway before the SIGKILL.
+    module = write_module(tmp_path / "code", """
+        import hashlib
+
+        class Model:
+            def train(self):
+                (self.artifacts / "started").write_text("yes")
+                hashlib.pbkdf2_hmac("sha256", b"password", b"salt", 10**9)
+    """)
+    env = runtime_env(tmp_path, module)
+    proc = subprocess.Popen([sys.executable, "-m", "mlplatform_server.runtime", "train"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (tmp_path / "artifacts" / "started").exists(), what="train to start")
+        proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: Path(env["MLP_RESULT_PATH"]).exists(), timeout=5, what="the result file")
+        assert proc.poll() is None  # still inside the C call
+        assert result_of(env)["reason"] == "terminated by signal SIGTERM"
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
 def test_undeliverable_metrics_are_a_warning_not_a_failure(tmp_path, receiver):
     module = write_module(tmp_path / "code", """
         class Model:
@@ -393,12 +418,12 @@ SERVE_MODEL = """
 
 
 class Served:
-    def __init__(self, tmp_path: Path, source: str = SERVE_MODEL, workers: int = 1) -> None:
+    def __init__(self, tmp_path: Path, source: str = SERVE_MODEL, workers: int = 1, **extra_env: Any) -> None:
         self.artifacts = tmp_path / "artifacts"
         self.artifacts.mkdir(exist_ok=True)
         (self.artifacts / "factor.txt").write_text("2")
         module = write_module(tmp_path / "code", source)
-        env = runtime_env(tmp_path, module, MLP_PORT=0, MLP_HOST="127.0.0.1", MLP_WORKERS=workers)
+        env = runtime_env(tmp_path, module, MLP_PORT=0, MLP_HOST="127.0.0.1", MLP_WORKERS=workers, **extra_env)
         self.stderr_path = tmp_path / f"serve-{time.monotonic_ns()}.err"
         self.lines: list[str] = []
         with open(self.stderr_path, "w") as err:
@@ -517,6 +542,28 @@ def test_sigterm_lets_the_in_flight_request_finish(serve, tmp_path):
     assert any(x.startswith("MLP_STOPPED") for x in server.lines)
 
 
+def test_sigterm_does_not_wait_past_the_grace_period(serve):
+    server = serve(MLP_STOP_GRACE_SECONDS="0.5")
+    server.ready()
+    outcome: list[BaseException] = []
+
+    def stuck() -> None:
+        try:
+            server.request("POST", "/invocations", b'{"x": 1, "sleep": 60}')
+        except (OSError, http.client.HTTPException) as exc:
+            outcome.append(exc)
+
+    client = threading.Thread(target=stuck, daemon=True)
+    client.start()
+    wait_for(lambda: (server.artifacts / "slow-started").exists(), what="the slow request to start")
+    started = time.monotonic()
+    assert server.stop() == 0
+    assert time.monotonic() - started < 10
+    assert "still running after" in server.stderr
+    client.join(timeout=5)
+    assert outcome  # the connection was dropped once the grace period was over
+
+
 def test_init_predict_once_per_worker(serve):
     server = serve(workers=2)
     server.ready(2)
@@ -557,6 +604,24 @@ def test_ping_503_while_init_predict_runs(serve):
     assert server.stop() == 0
 
 
+def test_sigterm_while_workers_are_loading(serve):
+    server = serve(workers=2, source="""
+        import time
+
+        class Model:
+            def init_predict(self):
+                time.sleep(30)
+
+            def predict(self, features):
+                return features
+    """)
+    time.sleep(0.3)
+    started = time.monotonic()
+    assert server.stop() == 0
+    assert time.monotonic() - started < 10
+    assert not any(x.startswith("MLP_READY") for x in server.lines)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_serve_stops_when_the_model_cannot_start(serve, workers):
     server = serve(workers=workers, source="""
@@ -570,10 +635,33 @@ def test_serve_stops_when_the_model_cannot_start(serve, workers):
     assert server.proc.wait(timeout=20) == 1  # no restart loop with several workers
     err = server.stderr
     assert "init_predict raised OSError: weights missing" in err
-    assert err.count("MLP_ERROR") == workers
+    # each worker that got as far as init_predict reports it (the first failure stops the others)
+    assert 1 <= err.count("MLP_ERROR") <= workers
+    assert "restarting" not in err
 
 
 def test_serve_without_predict_exits_2(serve):
     server = serve(source="class Model:\n    pass\n")
     assert server.proc.wait(timeout=20) == 2
     assert "Model has no predict method" in server.stderr
+
+
+def test_runtime_imports_only_stdlib_tornado_and_errors():
+    # The runtime runs in minimal images: nothing of ours but errors.py, no third-party package but tornado.
+    code = textwrap.dedent("""
+        import sys
+        before = set(sys.modules)
+        import mlplatform_server.runtime.__main__, mlplatform_server.runtime.serve, mlplatform_server.runtime.jobs
+        allowed_ours = {"mlplatform_server", "mlplatform_server.errors"}
+        bad = sorted(
+            name for name in set(sys.modules) - before
+            if name.split(".")[0] not in sys.stdlib_module_names and name.split(".")[0] != "tornado"
+            and name != "__mp_main__"  # multiprocessing's alias of __main__
+            and name not in allowed_ours and not name.startswith("mlplatform_server.runtime")
+        )
+        print(",".join(bad))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=30,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""
