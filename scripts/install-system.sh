@@ -21,12 +21,16 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 
+# One dpkg-query for all packages (dpkg -s per package piped to grep -q is slow and, with
+# pipefail, wrong: grep closing the pipe early makes the check fail).
+declare -A installed=()
+while read -r pkg status; do
+  if [[ $status == "install ok installed" ]]; then installed[$pkg]=1; fi
+done < <(dpkg-query -W -f='${Package} ${Status}\n' "${PACKAGES[@]}" 2>/dev/null || true)
+
 missing=()
 for pkg in "${PACKAGES[@]}"; do
-  # dpkg-query, not `dpkg -s | grep -q`: with pipefail, grep -q closing the pipe early fails the check.
-  if [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" != "install ok installed" ]]; then
-    missing+=("$pkg")
-  fi
+  [[ -n ${installed[$pkg]:-} ]] || missing+=("$pkg")
 done
 
 if [[ ${#missing[@]} -eq 0 ]]; then

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,19 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from support import free_port, required_env  # noqa: F401  (re-exported for fixtures)
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def required_env(name: str) -> str:
-    """Services the suite needs are started by `make test`; a missing one is a failure, not a skip."""
-    value = os.environ.get(name)
-    if not value:
-        pytest.fail(f"{name} is not set: run the suite with `make test`, which starts the services it needs")
-    return value
 
 
 class MlpServer:

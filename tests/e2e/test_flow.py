@@ -71,7 +71,7 @@ def test_flow_on_process_backend(mlp_server, tmp_path):
 
 @pytest.mark.docker
 def test_flow_on_docker_backend_with_podman(mlp_server_factory, tmp_path):
-    from conftest import required_env
+    from support import required_env
 
     docker_host = required_env("MLP_TEST_DOCKER_HOST")
     image = required_env("MLP_TEST_IMAGE")

@@ -8,7 +8,7 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from conftest import required_env
+from support import required_env
 from mlplatform_server.errors import Conflict, Forbidden, NotFound
 from mlplatform_server.services.auth import AuthService, Principal
 from mlplatform_server.services.models import ModelService
