@@ -136,3 +136,18 @@ def _stop_stray_processes(tmp_path: Path) -> None:
 @pytest.fixture
 def mlp_server(mlp_server_factory) -> MlpServer:
     return mlp_server_factory()
+
+
+@pytest.fixture
+def docker_server(mlp_server_factory, tmp_path) -> MlpServer:
+    """`mlp server --backend docker` against the Podman service and the locally built image."""
+    import yaml
+
+    docker_host = required_env("MLP_TEST_DOCKER_HOST")
+    image = required_env("MLP_TEST_IMAGE")
+    config = tmp_path / "platform.yaml"
+    config.write_text(yaml.safe_dump({
+        "environments": [{"name": "python", "image": image, "default": True}],
+        "hardware": [{"name": "cpu-small", "cpu": 1, "memory": "1Gi", "default": True}],
+    }))
+    return mlp_server_factory(backend="docker", config=config, extra_env={"DOCKER_HOST": docker_host})

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from notebooks import IRIS_ROWS, realistic_notebook
 
@@ -70,16 +68,6 @@ def test_flow_on_process_backend(mlp_server, tmp_path):
 
 
 @pytest.mark.docker
-def test_flow_on_docker_backend_with_podman(mlp_server_factory, tmp_path):
-    from support import required_env
-
-    docker_host = required_env("MLP_TEST_DOCKER_HOST")
-    image = required_env("MLP_TEST_IMAGE")
-    config = tmp_path / "platform.yaml"
-    config.write_text(yaml.safe_dump({
-        "environments": [{"name": "python", "image": image, "default": True}],
-        "hardware": [{"name": "cpu-small", "cpu": 1, "memory": "1Gi", "default": True}],
-    }))
-    server = mlp_server_factory(backend="docker", config=config, extra_env={"DOCKER_HOST": docker_host})
-    assert httpx.get(server.url + "/api/v1/health").json()["backend"] == "docker"
-    run_flow(server, tmp_path)
+def test_flow_on_docker_backend_with_podman(docker_server, tmp_path):
+    assert httpx.get(docker_server.url + "/api/v1/health").json()["backend"] == "docker"
+    run_flow(docker_server, tmp_path)

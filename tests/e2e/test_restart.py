@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from notebooks import cell, notebook
 
 SLOW_MODEL = '''
@@ -25,7 +27,13 @@ class Model:
 '''
 
 
-def test_kill_9_while_training_then_restart(mlp_server, tmp_path):
+@pytest.fixture(params=["process", pytest.param("docker", marks=pytest.mark.docker)])
+def any_server(request):
+    return request.getfixturevalue("mlp_server" if request.param == "process" else "docker_server")
+
+
+def test_kill_9_while_training_then_restart(any_server, tmp_path):
+    mlp_server = any_server
     nb = tmp_path / "slow.ipynb"
     nb.write_text(notebook(cell(SLOW_MODEL)))
     mlp_server.mlp("models", "save", str(nb), "--name", "slow")
