@@ -211,9 +211,9 @@ def models_show(ref: str, source: bool, as_json: bool) -> None:
 
 
 # -- runs ---------------------------------------------------------------------
-def _submit_run(body: dict[str, Any], wait: bool, as_json: bool) -> None:
+def _submit_run(body: dict[str, Any], wait: bool, as_json: bool, path: str = "/runs") -> None:
     api = client()
-    run = api.post("/runs", body)
+    run = api.post(path, body)
     if not as_json:
         click.echo(f"started run {run['id']} ({run['kind']} {run['model']}:{run['version']})", err=True)
     if wait:
@@ -317,13 +317,7 @@ def runs_cancel(run_id: str, as_json: bool) -> None:
 @json_option
 def runs_replicate(run_id: str, wait: bool, as_json: bool) -> None:
     """Launch the same version, hyperparameters, hardware and environment again."""
-    api = client()
-    run = api.post(f"/runs/{run_id}/replicate")
-    if wait:
-        run = wait_for_run(api, run, quiet=as_json)
-    emit(run, as_json, run_summary)
-    if wait and run["status"] != "succeeded":
-        sys.exit(1)
+    _submit_run({}, wait, as_json, path=f"/runs/{run_id}/replicate")
 
 
 # -- deployments --------------------------------------------------------------

@@ -21,7 +21,7 @@ from ..store import models as m
 from ..store.db import Store
 from .auth import Principal
 from .models import MODEL_NAME, ModelService
-from .paging import Page, paginate
+from .paging import Page, check_fields, paginate
 from .runs import RunService
 
 log = logging.getLogger("mlplatform.deployments")
@@ -41,12 +41,7 @@ class DeployRequest:
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> "DeployRequest":
-        allowed = set(cls.__dataclass_fields__)
-        unknown = sorted(set(body) - allowed)
-        if unknown:
-            raise InvalidInput(
-                f"Unknown field(s) {', '.join(unknown)}; expected some of {', '.join(sorted(allowed))}"
-            )
+        check_fields(body, set(cls.__dataclass_fields__))
         for key in ("model", "run_id"):
             if not isinstance(body.get(key), str):
                 raise InvalidInput(f"'{key}' is required (a string)")

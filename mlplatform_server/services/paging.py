@@ -26,6 +26,13 @@ class Page:
         return {"items": self.items, "total": self.total, "limit": self.limit, "offset": self.offset}
 
 
+def check_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    """Refuse a request body with fields the endpoint does not know (typos lose nothing silently)."""
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise InvalidInput(f"Unknown field(s) {', '.join(unknown)}; expected some of {', '.join(sorted(allowed))}")
+
+
 def check_window(limit: int | None, offset: int) -> tuple[int, int]:
     limit = DEFAULT_LIMIT if limit is None else limit
     if not 1 <= limit <= MAX_LIMIT:

@@ -22,7 +22,7 @@ from ..store import models as m
 from ..store.db import Store
 from .auth import Principal, digest, new_token
 from .models import ModelService
-from .paging import Page, paginate
+from .paging import Page, check_fields, paginate
 
 log = logging.getLogger("mlplatform.runs")
 
@@ -48,12 +48,7 @@ class RunRequest:
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> "RunRequest":
-        allowed = set(cls.__dataclass_fields__)
-        unknown = sorted(set(body) - allowed)
-        if unknown:
-            raise InvalidInput(
-                f"Unknown field(s) {', '.join(unknown)}; expected some of {', '.join(sorted(allowed))}"
-            )
+        check_fields(body, set(cls.__dataclass_fields__))
         if not isinstance(body.get("model"), str):
             raise InvalidInput("'model' (the model name) is required")
         hp = body.get("hyperparameters") or {}
