@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import select, update
 
 from .. import contract
-from ..backends.base import Backend, RunSpec, RunState, RunStatus
-from ..config import PlatformConfig
+from ..backends.base import Backend, Hardware, RunSpec, RunState, RunStatus
+from ..config import HardwareSize, PlatformConfig
 from ..errors import BackendError, Conflict, InvalidInput, NotFound
 from ..store import models as m
 from ..store.db import Store
@@ -239,9 +239,8 @@ class RunService:
         )
 
     @staticmethod
-    def config_hardware(recorded: dict[str, Any]):
-        from ..config import HardwareSize
-
+    def config_hardware(recorded: dict[str, Any]) -> Hardware:
+        """The backend's Hardware from the size recorded with a run (as it was at launch)."""
         fields = set(HardwareSize.model_fields)
         return HardwareSize.model_validate({k: v for k, v in recorded.items() if k in fields}).to_hardware()
 
