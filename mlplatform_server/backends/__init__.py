@@ -11,6 +11,7 @@ from .base import Backend
 _BACKENDS = {
     "process": "mlplatform_server.backends.process:ProcessBackend",
     "docker": "mlplatform_server.backends.docker:DockerBackend",
+    "kubernetes": "mlplatform_server.backends.kubernetes:KubernetesBackend",
 }
 
 
