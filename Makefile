@@ -33,6 +33,7 @@ services: system
 
 images: system
 	scripts/build-images.sh
+	scripts/registry.sh start
 
 # Untag older localhost/mlplatform/* images (each edit of mlplatform_server/ makes a new tag).
 images-prune:

@@ -135,8 +135,12 @@ def main() -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="platform.yaml with environments and hardware sizes.")
 @click.option("--public-url", default=None, help="URL runs use to reach the API (default http://HOST:PORT).")
+@click.option("--registry", "registry_url", default=None, envvar="MLP_REGISTRY",
+              help="Registry for built model images (HOST:PORT or URL); default: the environment image's.")
+@click.option("--registry-auth", "registry_auth", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              envvar="MLP_REGISTRY_AUTH", help="docker config.json with the registry's credentials.")
 def server(backend: str, data_dir: Path, host: str, port: int, db_url: str | None, config_path: Path | None,
-           public_url: str | None) -> None:
+           public_url: str | None, registry_url: str | None, registry_auth: Path | None) -> None:
     """Run the platform API."""
     import asyncio
     import logging
@@ -148,7 +152,7 @@ def server(backend: str, data_dir: Path, host: str, port: int, db_url: str | Non
     options = ServerOptions(
         data_dir=data_dir, host=host, port=port, backend=backend, db_url=db_url, config=config_path,
         public_url=public_url, docker_host=os.environ.get("DOCKER_HOST"),
-        admin_token=os.environ.get("MLP_TOKEN") or None,
+        admin_token=os.environ.get("MLP_TOKEN") or None, registry_url=registry_url, registry_auth_file=registry_auth,
     )
     asyncio.run(serve(options))
 
@@ -237,6 +241,32 @@ def train(ref: str, hps: tuple[str, ...], hardware: str | None, environment: str
     name, version = split_ref(ref)
     _submit_run({"model": name, "version": version, "kind": "train", "hyperparameters": parse_hp(hps),
                  "hardware": hardware, "environment": environment, "timeout_seconds": timeout}, wait, as_json)
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--env", "environment", default=None, help="Environment whose image to build on (see `mlp profiles`).")
+@click.option("--builder", type=click.Choice(["layer", "engine", "auto"]), default="auto", show_default=True,
+              help="layer: append the code onto the environment image in the registry; engine: docker build.")
+@click.option("--context", "context_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="The notebook's folder: its other files go into the image (.mlpignore, else .gitignore, applies).")
+@click.option("--dockerfile", is_flag=True, help="Print the generated Dockerfile; build nothing.")
+@json_option
+def build(ref: str, environment: str | None, builder: str, context_dir: Path | None, dockerfile: bool,
+          as_json: bool) -> None:
+    """Containerize MODEL[:VERSION]: build its image, push it, and record it on the version."""
+    name, version = split_ref(ref)
+    api = Client(timeout=900.0)  # an engine build installs packages
+    if version is None:
+        version = api.get(f"/models/{name}")["latest_version"]
+    folder = str(context_dir.resolve()) if context_dir else None
+    if dockerfile:
+        data = api.get(f"/models/{name}/versions/{version}/build", environment=environment, context_dir=folder)
+        emit(data, as_json, lambda d: d["dockerfile"].rstrip("\n"))
+        return
+    result = api.post(f"/models/{name}/versions/{version}/build",
+                      {"environment": environment, "builder": builder, "context_dir": folder})
+    emit(result, as_json, lambda r: r["image"])
 
 
 @main.command("predict-batch")

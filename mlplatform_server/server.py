@@ -32,6 +32,8 @@ class ServerOptions:
     public_url: str | None = None  # how runs reach the API; default http://host:port
     docker_host: str | None = None
     admin_token: str | None = None
+    registry_url: str | None = None  # where built model images are pushed (mlp build)
+    registry_auth_file: Path | None = None  # docker config.json with the registry's credentials
 
 
 def admin_token(options: ServerOptions) -> str:
@@ -73,7 +75,9 @@ def build_platform(options: ServerOptions) -> Platform:
         api_url=options.public_url or f"http://{options.host}:{options.port}",
         admin_token=admin_token(options),
     )
-    return Platform(settings, store, backend, config)
+    platform = Platform(settings, store, backend, config)
+    platform.builds.configure(options.registry_url, options.registry_auth_file, options.docker_host)
+    return platform
 
 
 def _redact(url: str) -> str:

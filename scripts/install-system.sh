@@ -8,6 +8,8 @@ PACKAGES=(
   podman runc conmon catatonit netavark aardvark-dns iptables
   uidmap slirp4netns fuse-overlayfs
   buildah skopeo
+  # OCI registry for image builds (scripts/registry.sh); htpasswd (bcrypt) for its auth instance
+  docker-registry apache2-utils
   # base image rootfs without a registry
   debootstrap
   # database

@@ -75,6 +75,7 @@ write_env() {
     echo "export MLP_TEST_DOCKER_HOST='unix://$PODMAN_SOCK'"
     echo "export CONTAINERS_CONF='$CONTAINERS_CONF'"
     if [[ -n $image ]]; then echo "export MLP_TEST_IMAGE='$image'"; fi
+    cat "$TESTENV/registry/registry.env" 2>/dev/null || true
   } >"$tmp"
   mv "$tmp" "$TESTENV/env.sh"
 }

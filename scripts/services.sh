@@ -149,20 +149,27 @@ stop_podman() {
 case "${1:-start}" in
   start)
     start_postgres
+    # OCI registries (plain + htpasswd) for image builds, before Podman: it must read their
+    # registries.conf drop-in. Pushes the environment image when it is built.
+    "$ROOT/scripts/registry.sh" start
     start_podman
     write_env
+    "$ROOT/scripts/registry.sh" env 2>/dev/null >>"$TESTENV/env.sh"
     cat <<MSG
 services ready:
   PostgreSQL   postgresql://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB   (log: ${PG_LOG#$ROOT/})
   Podman API   unix://$PODMAN_SOCK   (log: ${PODMAN_LOG#$ROOT/})
+  registries   http://127.0.0.1:${MLP_REGISTRY_PORT:-55000} (no auth), http://127.0.0.1:${MLP_REGISTRY_AUTH_PORT:-55001} (htpasswd; docker config ${TESTENV#$ROOT/}/registry/config.json)
   environment  source ${TESTENV#$ROOT/}/env.sh
 MSG
     ;;
   stop)
+    "$ROOT/scripts/registry.sh" stop
     stop_podman
     stop_postgres
     ;;
   clean)
+    "$ROOT/scripts/registry.sh" stop
     stop_podman
     stop_postgres
     # a cluster placed outside the repo (see start_postgres) goes too

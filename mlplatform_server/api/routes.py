@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from tornado import web
 
-from . import deployments, meta, models, runs
+from . import builds, deployments, meta, models, runs
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ ROUTES: list[Route] = [
     Route("/models/{name}", models.ModelHandler, {"get": "A model with its versions"}, "models"),
     Route("/models/{name}/versions", models.VersionsHandler, {"get": "A model's versions", "post": "Save a new version"}, "models"),
     Route("/models/{name}/versions/{version}", models.VersionHandler, {"get": "One version, with its module source"}, "models"),
+    Route("/models/{name}/versions/{version}/build", builds.BuildHandler, {"get": "The build context: generated Dockerfile and files", "post": "Build and push the version's image; records it on the version"}, "models"),
     Route("/runs", runs.RunsHandler, {"get": "List runs", "post": "Start a training or batch-prediction run"}, "runs"),
     Route("/runs/{run_id}", runs.RunHandler, {"get": "One run with its last metrics"}, "runs"),
     Route("/runs/{run_id}/cancel", runs.CancelHandler, {"post": "Cancel a pending or running run"}, "runs"),

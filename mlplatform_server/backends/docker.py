@@ -7,7 +7,9 @@ run's state is read from the engine (`inspect`) every time, and the runtime's re
 auto-removed, so the exit code, the OOM flag and the logs survive a crash of the run (or of the
 server); `cleanup` copies the log to ``run_dir/logs.txt`` and only then removes the container.
 
-Layout inside a container (the model's code is not in the image yet, so it is bind-mounted):
+Layout inside a container (the model's code is bind-mounted, unless the image is the version's
+model image from ``mlp build``, labelled ``io.mlplatform.model``/``version``: then the code and the
+notebook folder's files are in the image at the same path, and nothing is mounted over them):
 
 - ``/mlp/code``  ← ``spec.module_path.parent``, read-only
 - ``/mlp/run``   ← ``spec.run_dir`` (result.json, artifacts/), read-write; the working directory
@@ -312,12 +314,33 @@ class DockerBackend(Backend):
             if not _is_not_found(exc):
                 raise
 
+    def _code_in_image(self, image: str, model: str, version: str) -> bool:
+        """Whether `image` is this version's model image (built by `mlp build`, see builders/): it
+        holds the code, and the notebook folder's other files, at /mlp/code, so nothing is mounted
+        over it. Pulls a missing image (creating the container would); any failure here means no,
+        and the create reports it as before."""
+        try:
+            try:
+                labels = self.client.images.get(image).labels or {}
+            except docker.errors.ImageNotFound:
+                self.client.images.pull(image)
+                labels = self.client.images.get(image).labels or {}
+        except docker.errors.DockerException:
+            return False
+        return labels.get("io.mlplatform.model") == model and labels.get("io.mlplatform.version") == version
+
+    def _code(self, mounts: "_Mounts", image: str, module_path: Path, model: str, version: str) -> bool:
+        if self._code_in_image(image, model, version):
+            return True
+        mounts.add(module_path.parent, CODE_DIR, read_only=True)
+        return False
+
     # -- runs ----------------------------------------------------------------
     def _run_options(self, spec: RunSpec) -> dict[str, Any]:
         image = self._require_image(spec.image, f"the {spec.action} run {spec.run_id}")
         spec.run_dir.mkdir(parents=True, exist_ok=True)
         mounts = _Mounts()
-        mounts.add(spec.module_path.parent, CODE_DIR, read_only=True)
+        code_in_image = self._code(mounts, image, spec.module_path, spec.model, spec.version)
         mounts.add(spec.run_dir, RUN_DIR, read_only=False)
         artifacts = spec.source_artifacts or (Path(spec.env["MLP_ARTIFACTS"]) if spec.env.get("MLP_ARTIFACTS") else None)
         if spec.action == "batch-predict" and artifacts is not None:
@@ -336,10 +359,13 @@ class DockerBackend(Backend):
         if outputs is not None:
             outputs.parent.mkdir(parents=True, exist_ok=True)
             mounts.add(outputs.parent, OUTPUT_DIR, read_only=False)
+        environment = self._environment(spec.env, mounts)
+        if code_in_image:
+            environment["MLP_MODULE_PATH"] = str(CODE_DIR / "model.py")
         options: dict[str, Any] = {
             "image": image,
             "command": ["python3", "-m", "mlplatform_server.runtime", spec.action],
-            "environment": self._environment(spec.env, mounts),
+            "environment": environment,
             "mounts": mounts.docker_mounts(),
             "working_dir": str(RUN_DIR),
             "user": "0:0",
@@ -477,7 +503,7 @@ class DockerBackend(Backend):
     def _deploy_options(self, spec: DeploymentSpec, port: int) -> dict[str, Any]:
         image = self._require_image(spec.image, f"deployment {spec.name}")
         mounts = _Mounts()
-        mounts.add(spec.module_path.parent, CODE_DIR, read_only=True)
+        code_in_image = self._code(mounts, image, spec.module_path, spec.model, spec.version)
         mounts.add(spec.artifacts, ARTIFACTS_DIR, read_only=True)
         host_mode = self.network_mode == "host"
         env = {
@@ -486,10 +512,13 @@ class DockerBackend(Backend):
             "MLP_HOST": "127.0.0.1" if host_mode else "0.0.0.0",
             "MLP_WORKERS": str(spec.replicas),
         }
+        environment = self._environment(env, mounts)
+        if code_in_image:
+            environment["MLP_MODULE_PATH"] = str(CODE_DIR / "model.py")
         options: dict[str, Any] = {
             "image": image,
             "command": ["python3", "-m", "mlplatform_server.runtime", "serve"],
-            "environment": self._environment(env, mounts),
+            "environment": environment,
             "mounts": mounts.docker_mounts(),
             "user": "0:0",
             "network_mode": self.network_mode,

@@ -11,6 +11,7 @@ from ..backends.base import Backend
 from ..config import PlatformConfig
 from ..store.db import Store
 from .auth import AuthService
+from .builds import BuildService
 from .deployments import DeploymentService
 from .models import ModelService
 from .runs import RunService
@@ -38,6 +39,7 @@ class Platform:
         self.models = ModelService(store, data_dir)
         self.runs = RunService(store, backend, config, self.models, data_dir, settings.api_url)
         self.deployments = DeploymentService(store, backend, config, self.models, self.runs, data_dir)
+        self.builds = BuildService(store, config, self.models, data_dir)
         self._loop_task: asyncio.Task | None = None
 
     async def reconcile_once(self) -> None:

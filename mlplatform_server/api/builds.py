@@ -1,0 +1,42 @@
+"""Containerize a model version: POST builds and pushes its image; GET shows the build context
+(the generated Dockerfile and the files) without building."""
+
+from __future__ import annotations
+
+from ..errors import InvalidInput
+from .base import BaseHandler
+
+
+def _optional_str(body: dict, key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidInput(f"'{key}' must be a string")
+    return value
+
+
+class BuildHandler(BaseHandler):
+    def get(self, name: str, version: str) -> None:
+        ctx = self.platform.builds.context(
+            self.caller, name, version,
+            environment=self.get_query_argument("environment", None),
+            context_dir=self.get_query_argument("context_dir", None),
+        )
+        self.send({
+            "model": ctx.model,
+            "version": ctx.version,
+            "base_image": ctx.env_image,
+            "dockerfile": ctx.dockerfile(),
+            "files": sorted(ctx.files),
+            "size": ctx.size,
+            "builder": "engine" if ctx.has_requirements else "layer",
+        })
+
+    async def post(self, name: str, version: str) -> None:
+        body = self.json_body()
+        result = await self.platform.builds.build(
+            self.caller, name, version,
+            environment=_optional_str(body, "environment"),
+            builder=_optional_str(body, "builder"),
+            context_dir=_optional_str(body, "context_dir"),
+        )
+        self.send(result, 201)

@@ -1,0 +1,12 @@
+"""Containerize a model version: its build context and the builders that turn it into an image.
+
+- ``layer``  (builders.layer): append one code layer onto the environment image in the registry
+- ``engine`` (builders.engine): ``docker build`` through the Docker Engine API, then push
+"""
+
+from .context import BuildContext, ContextTooLarge, make_context
+from .layer import BuildResult
+
+BUILDERS = ("layer", "engine", "auto")
+
+__all__ = ["BUILDERS", "BuildContext", "BuildResult", "ContextTooLarge", "make_context"]

@@ -1,0 +1,121 @@
+"""The `layer` builder: append one code layer and a new config onto the environment image, directly
+in the registry. No daemon, no privileges: the base layers are mounted across repositories (no
+bytes move), and only the code layer, the new config and the manifest are sent.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .context import CODE_DIR, BuildContext, sha256_digest
+from .registry import DOCKER_MANIFEST, OCI_MANIFEST, ImageRef, RegistryClient, RegistryError
+
+LAYER_TYPES = {
+    OCI_MANIFEST: ("application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.oci.image.config.v1+json"),
+    DOCKER_MANIFEST: ("application/vnd.docker.image.rootfs.diff.tar.gzip",
+                      "application/vnd.docker.container.image.v1+json"),
+}
+
+
+@dataclass
+class BuildResult:
+    image: str  # registry/repository@sha256:...
+    builder: str
+    bytes_uploaded: int | None  # None: the engine builder cannot tell
+    layer_size: int | None  # the compressed code layer
+    seconds: float
+    base_digest: str | None = None
+    blobs_mounted: int = 0
+    blobs_copied: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "builder": self.builder,
+            "bytes_uploaded": self.bytes_uploaded,
+            "layer_size": self.layer_size,
+            "seconds": round(self.seconds, 3),
+            "base_digest": self.base_digest,
+            "blobs_mounted": self.blobs_mounted,
+            "blobs_copied": self.blobs_copied,
+        }
+
+
+def derive_config(base: dict[str, Any], ctx: BuildContext, diff_id: str, base_ref: str, base_digest: str) -> dict[str, Any]:
+    """The base image's config plus the code layer, its env and labels (deterministic)."""
+    config = copy.deepcopy(base)
+    inner = config.setdefault("config", {})
+    env = [e for e in (inner.get("Env") or []) if e.split("=", 1)[0] not in ctx.env]
+    env += [f"{k}={v}" for k, v in sorted(ctx.env.items())]
+    inner["Env"] = env
+    labels = dict(inner.get("Labels") or {})
+    labels.update(ctx.labels)
+    labels["org.opencontainers.image.base.digest"] = base_digest
+    inner["Labels"] = dict(sorted(labels.items()))
+    config["created"] = ctx.created
+    config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
+    config["rootfs"]["diff_ids"] = list(config["rootfs"].get("diff_ids") or []) + [diff_id]
+    history = list(config.get("history") or [])
+    history.append({
+        "created": ctx.created,
+        "created_by": f"mlplatform layer builder: COPY code/ {CODE_DIR}/ ({len(ctx.files)} files)",
+        "comment": f"{ctx.model}:{ctx.version} on {base_ref}",
+    })
+    config["history"] = history
+    return config
+
+
+def build_layer(ctx: BuildContext, target: ImageRef, registry_url: str, auth_file: Path | str | None = None
+                ) -> BuildResult:
+    """Push `ctx` as `target` (a tag in the registry at `registry_url`) on top of ctx.env_image,
+    which must be in the same registry."""
+    started = time.monotonic()
+    base = ImageRef.parse(ctx.env_image)
+    client = RegistryClient(registry_url, auth_file,
+                            scopes=[f"repository:{target.repository}:pull,push", f"repository:{base.repository}:pull"])
+    with client:
+        if base.registry != client.registry:
+            raise RegistryError(
+                f"The layer builder appends onto the environment image inside one registry, but the image "
+                f"{ctx.env_image} is in {base.registry}, not in {client.registry}: push the environment "
+                f"image there, or use the engine builder", image=ctx.env_image)
+        client.ping()
+        manifest, media_type, base_digest = client.get_manifest(base.repository, base.reference)
+        base_config = json.loads(client.get_blob(base.repository, manifest["config"]["digest"]))
+        layer = ctx.code_layer()
+        config = derive_config(base_config, ctx, layer.diff_id, str(base), base_digest)
+        config_bytes = json.dumps(config, separators=(",", ":")).encode()
+        config_digest = sha256_digest(config_bytes)
+        layer_type, config_type = LAYER_TYPES[media_type]
+
+        for entry in manifest["layers"]:
+            client.mount_blob(target.repository, entry["digest"], from_repository=base.repository)
+        client.upload_blob(target.repository, layer.data, layer.digest)
+        client.upload_blob(target.repository, config_bytes, config_digest)
+
+        new = copy.deepcopy(manifest)
+        new["config"] = {"mediaType": config_type, "digest": config_digest, "size": len(config_bytes)}
+        new["layers"] = list(manifest["layers"]) + [
+            {"mediaType": layer_type, "digest": layer.digest, "size": len(layer.data)}]
+        if media_type == OCI_MANIFEST:
+            annotations = dict(new.get("annotations") or {})
+            annotations["org.opencontainers.image.base.name"] = str(base)
+            annotations["org.opencontainers.image.base.digest"] = base_digest
+            new["annotations"] = annotations
+        body = json.dumps(new, separators=(",", ":")).encode()
+        digest = client.put_manifest(target.repository, target.tag or "latest", body, media_type)
+        return BuildResult(
+            image=f"{client.registry}/{target.repository}@{digest}",
+            builder="layer",
+            bytes_uploaded=client.bytes_uploaded,
+            layer_size=len(layer.data),
+            seconds=time.monotonic() - started,
+            base_digest=base_digest,
+            blobs_mounted=client.blobs_mounted,
+            blobs_copied=client.blobs_copied,
+        )

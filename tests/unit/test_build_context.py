@@ -1,0 +1,158 @@
+"""The build context: deterministic code layer, ignore files, the size cap, the Dockerfile."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import tarfile
+
+import pytest
+
+from mlplatform_server.builders.context import (
+    ContextTooLarge, IgnoreRules, collect_folder, deterministic_tar, make_context)
+from mlplatform_server.builders.registry import ImageRef, load_credentials, registry_scheme
+from mlplatform_server.errors import InvalidInput
+
+BASE = "127.0.0.1:55000/mlplatform/python:abc"
+
+
+def context(folder=None, **kw):
+    args = dict(model="iris", version="1", content_hash="sha256:" + "0" * 64, module_source="X = 1\n",
+                env_image=BASE, notebook_name="iris.ipynb", notebook_bytes=b'{"cells": []}', folder=folder,
+                git_commit="deadbeef", created="2026-01-02T03:04:05Z")
+    args.update(kw)
+    return make_context(**args)
+
+
+def test_same_input_same_bytes_and_digest(tmp_path):
+    (tmp_path / "helpers.py").write_text("Y = 2\n")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "small.csv").write_text("a,b\n1,2\n")
+    first = context(tmp_path).code_layer()
+    # other mtimes, modes and creation order must not matter
+    os.utime(tmp_path / "helpers.py", (1, 1))
+    os.chmod(tmp_path / "data" / "small.csv", 0o600)
+    second = context(tmp_path).code_layer()
+    assert first.data == second.data and first.digest == second.digest and first.diff_id == second.diff_id
+    assert deterministic_tar({"b": b"2", "a/x": b"1"}) == deterministic_tar({"a/x": b"1", "b": b"2"})
+
+
+def test_layer_entries_are_normalised(tmp_path):
+    (tmp_path / "helpers.py").write_text("Y = 2\n")
+    layer = context(tmp_path).code_layer()
+    assert layer.digest.startswith("sha256:")
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(layer.data))) as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names == sorted(names)
+    assert names == ["mlp", "mlp/code", "mlp/code/helpers.py", "mlp/code/iris.ipynb", "mlp/code/model.py"]
+    for m in members:
+        assert (m.mtime, m.uid, m.gid, m.uname, m.gname) == (0, 0, 0, "", "")
+        assert m.mode == (0o755 if m.isdir() else 0o644)
+    assert gzip.decompress(layer.data)  # valid gzip; the gzip header carries no timestamp
+    assert layer.data[4:8] == b"\0\0\0\0"
+
+
+def test_different_code_different_digest():
+    assert context().code_layer().digest != context(module_source="X = 2\n").code_layer().digest
+
+
+def test_generated_module_wins_over_a_folder_model_py(tmp_path):
+    (tmp_path / "model.py").write_text("OLD = 1\n")
+    assert context(tmp_path).files["model.py"] == b"X = 1\n"
+
+
+def test_mlpignore_wins_over_gitignore(tmp_path):
+    (tmp_path / ".gitignore").write_text("*.py\n")
+    (tmp_path / ".mlpignore").write_text("data/\n*.bin\n!keep.bin\n/top.txt\n")
+    (tmp_path / "helpers.py").write_text("")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "big.csv").write_text("x")
+    (tmp_path / "w.bin").write_text("x")
+    (tmp_path / "keep.bin").write_text("x")
+    (tmp_path / "top.txt").write_text("x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "top.txt").write_text("x")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref")
+    files = collect_folder(tmp_path, 10**6)
+    assert sorted(files) == [".gitignore", ".mlpignore", "helpers.py", "keep.bin", "sub/top.txt"]
+
+
+def test_gitignore_when_no_mlpignore(tmp_path):
+    (tmp_path / ".gitignore").write_text("# comment\n__pycache__/\n*.ckpt\nbuild/**\n")
+    (tmp_path / "a.ckpt").write_text("x")
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "nested" / "b.ckpt").write_text("x")
+    (tmp_path / "nested" / "c.py").write_text("x")
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "out").write_text("x")
+    assert sorted(collect_folder(tmp_path, 10**6)) == [".gitignore", "nested/c.py"]
+
+
+def test_ignore_rules():
+    rules = IgnoreRules("**/logs\n*.tmp\n!important.tmp\ndocs/*.md\n")
+    assert rules.ignored("a/b/logs", True) and rules.ignored("logs", False)
+    assert rules.ignored("x/y.tmp", False) and not rules.ignored("x/important.tmp", False)
+    assert rules.ignored("docs/a.md", False) and not rules.ignored("docs/sub/a.md", False)
+
+
+def test_size_cap_gives_a_clear_error(tmp_path):
+    (tmp_path / "weights.bin").write_bytes(b"\0" * 3000)
+    with pytest.raises(ContextTooLarge) as err:
+        context(tmp_path, max_bytes=2048)
+    assert err.value.status == 413
+    assert "larger than the cap of" in err.value.message and ".mlpignore" in err.value.message
+    (tmp_path / ".mlpignore").write_text("*.bin\n")
+    assert "weights.bin" not in context(tmp_path, max_bytes=2048).files
+
+
+def test_missing_folder_is_invalid_input(tmp_path):
+    with pytest.raises(InvalidInput, match="not a directory"):
+        context(tmp_path / "nope")
+
+
+def test_dockerfile():
+    text = context().dockerfile()
+    assert f"FROM {BASE}" in text
+    assert "COPY code/ /mlp/code/" in text
+    assert 'ENV MLP_MODULE_PATH="/mlp/code/model.py"' in text
+    for label in ("io.mlplatform.model", "io.mlplatform.version", "io.mlplatform.content-hash",
+                  "io.mlplatform.git-commit", "org.opencontainers.image.revision", "org.opencontainers.image.created"):
+        assert f'LABEL "{label}"=' in text
+    assert "pip install" not in text
+
+
+def test_requirements_add_a_pip_install(tmp_path):
+    (tmp_path / "requirements.txt").write_text("# nothing yet\n\n")
+    assert not context(tmp_path).has_requirements
+    (tmp_path / "requirements.txt").write_text("numpy>=1.0  # pinned\n")
+    ctx = context(tmp_path)
+    assert ctx.has_requirements
+    assert "pip install --no-cache-dir -r /mlp/code/requirements.txt" in ctx.dockerfile()
+
+
+def test_docker_context_tar_holds_dockerfile_and_code():
+    with tarfile.open(fileobj=io.BytesIO(context().docker_context_tar())) as tar:
+        names = tar.getnames()
+        assert "Dockerfile" in names and "code/model.py" in names
+        assert tar.extractfile("Dockerfile").read().decode() == context().dockerfile()
+
+
+def test_image_refs_and_credentials(tmp_path):
+    ref = ImageRef.parse("127.0.0.1:55000/mlplatform/python:abc")
+    assert (ref.registry, ref.repository, ref.tag, ref.digest) == ("127.0.0.1:55000", "mlplatform/python", "abc", None)
+    ref = ImageRef.parse("reg.example.com/a/b@sha256:" + "1" * 64)
+    assert ref.repository == "a/b" and ref.reference == "sha256:" + "1" * 64
+    with pytest.raises(InvalidInput, match="not an image reference in a registry"):
+        ImageRef.parse("localhost-image:tag")
+    with pytest.raises(InvalidInput):
+        ImageRef.parse("python:3.11")
+    assert registry_scheme("127.0.0.1:5000") == "http" and registry_scheme("reg.example.com") == "https"
+    assert registry_scheme("http://reg.example.com") == "http"
+    auth = tmp_path / "config.json"
+    auth.write_text('{"auths": {"https://reg.example.com": {"auth": "dTpwOnc="}, "other:1": {"username": "x", "password": "y"}}}')
+    assert load_credentials(auth, "reg.example.com") == ("u", "p:w")
+    assert load_credentials(auth, "other:1") == ("x", "y")
+    assert load_credentials(auth, "nope") is None
