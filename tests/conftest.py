@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support import free_port, required_env  # noqa: F401  (re-exported for fixtures)
+from support import free_port, pids_with_env, required_env  # noqa: F401  (re-exported for fixtures)
 
 
 
@@ -25,7 +25,8 @@ class MlpServer:
     """`mlp server` as a real subprocess (so it can be killed -9 and restarted)."""
 
     def __init__(self, data_dir: Path, backend: str = "process", config: Path | None = None,
-                 db_url: str | None = None, extra_env: dict[str, str] | None = None) -> None:
+                 db_url: str | None = None, extra_env: dict[str, str] | None = None,
+                 extra_args: list[str] | None = None) -> None:
         self.data_dir = data_dir
         self.backend = backend
         self.config = config
@@ -34,6 +35,7 @@ class MlpServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = "admin-" + os.urandom(12).hex()
         self.extra_env = extra_env or {}
+        self.extra_args = list(extra_args or [])
         self.proc: subprocess.Popen | None = None
         self.log_path = data_dir.parent / f"server-{self.port}.log"
 
@@ -44,6 +46,7 @@ class MlpServer:
             args += ["--config", str(self.config)]
         if self.db_url:
             args += ["--db-url", self.db_url]
+        args += self.extra_args
         env = {**os.environ, "MLP_TOKEN": self.token, **self.extra_env}
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -119,18 +122,11 @@ def mlp_server_factory(tmp_path):
 
 def _stop_stray_processes(tmp_path: Path) -> None:
     """Kill runtime processes a test left running (they live in their own sessions)."""
-    for proc_dir in Path("/proc").iterdir():
-        if not proc_dir.name.isdigit():
-            continue
+    for pid in pids_with_env(str(tmp_path).encode(), b"MLP_MODULE_PATH"):
         try:
-            environ = (proc_dir / "environ").read_bytes()
+            os.killpg(pid, signal.SIGKILL)
         except OSError:
-            continue
-        if str(tmp_path).encode() in environ and b"MLP_MODULE_PATH" in environ:
-            try:
-                os.killpg(int(proc_dir.name), signal.SIGKILL)
-            except OSError:
-                pass
+            pass
 
 
 @pytest.fixture

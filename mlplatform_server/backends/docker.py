@@ -68,7 +68,7 @@ import docker.types
 
 from ..errors import BackendError
 from .base import Backend, DeploymentSpec, DeploymentStatus, Hardware, RunSpec, RunState, RunStatus
-from .process import _ping, _read_result, free_port
+from .common import free_port, ping, read_result, read_text
 
 log = logging.getLogger(__name__)
 
@@ -393,7 +393,7 @@ class DockerBackend(Backend):
 
     async def status(self, ref: str, spec: RunSpec) -> RunStatus:
         info = await self._inspect(ref)
-        result = _read_result(spec.run_dir / "result.json")
+        result = read_result(spec.run_dir / "result.json")
         if info is None:
             if result is not None:  # finished and cleaned up
                 return result
@@ -430,7 +430,7 @@ class DockerBackend(Backend):
         if not follow:
             text = await self._call(self._container_logs, ref)
             if text is None:
-                text = _read_text(spec.run_dir / "logs.txt")
+                text = read_text(spec.run_dir / "logs.txt")
             if text:
                 yield text
             return
@@ -477,7 +477,7 @@ class DockerBackend(Backend):
                     break
                 if isinstance(item, Exception):
                     if isinstance(item, docker.errors.APIError) and _is_not_found(item):
-                        text = _read_text(spec.run_dir / "logs.txt")
+                        text = read_text(spec.run_dir / "logs.txt")
                         if text:
                             yield text
                         break
@@ -545,14 +545,14 @@ class DockerBackend(Backend):
         url = f"http://127.0.0.1:{port}"
         info = await self._inspect(container_id)
         if info is None:
-            saved = _read_text(_deploy_log(spec))
+            saved = read_text(_deploy_log(spec))
             tail = f": {_tail(saved)}" if saved else ""
             return DeploymentStatus("failed", None, f"the deployment's container was deleted outside the platform{tail}")
         state = info.get("State") or {}
         status = str(state.get("Status") or "").lower()
         restarts = int(info.get("RestartCount") or 0)
         if state.get("Running") and status != "restarting":
-            if await self._call(_ping, url):
+            if await self._call(ping, url):
                 return DeploymentStatus("ready", url)
             if restarts < CRASH_LOOP_RESTARTS:
                 return DeploymentStatus("deploying", url)
@@ -622,12 +622,6 @@ def _kernel_oom_kill(container_id: str, max_records: int = 200_000) -> bool:
 def _deploy_log(spec: DeploymentSpec) -> Path:
     return (spec.deploy_dir or spec.artifacts.parent) / "logs.txt"
 
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
 
 
 def _append(path: Path, text: str) -> None:

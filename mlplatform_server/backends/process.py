@@ -10,17 +10,15 @@ a process that vanished without one failed.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from .base import Backend, DeploymentSpec, DeploymentStatus, RunSpec, RunState, RunStatus
+from .common import free_port, ping, read_result
 
 # Never hand the platform's own credentials to user code.
 _PRIVATE_ENV = ("MLP_TOKEN", "MLP_ADMIN_TOKEN", "MLP_DB_URL", "MLP_TEST_PG_URL")
@@ -46,12 +44,6 @@ def _parse_ref(ref: str) -> tuple[int, str, int | None]:
 def _alive(ref: str) -> bool:
     pid, started, _ = _parse_ref(ref)
     return _start_time(pid) == started
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ProcessBackend(Backend):
@@ -127,7 +119,7 @@ class ProcessBackend(Backend):
     async def status(self, ref: str, spec: RunSpec) -> RunStatus:
         pid, _, _ = _parse_ref(ref)
         exit_code = self._reap(pid)
-        result = _read_result(spec.run_dir / "result.json")
+        result = read_result(spec.run_dir / "result.json")
         if result is not None and (exit_code is not None or not _alive(ref)):
             return result
         if _alive(ref):
@@ -188,28 +180,11 @@ class ProcessBackend(Backend):
             tail = _log_tail((spec.deploy_dir or spec.artifacts.parent) / "logs.txt")
             code = f" (exit code {exit_code})" if exit_code is not None else ""
             return DeploymentStatus("failed", None, f"the serving process stopped{code}: {tail}")
-        ready = await asyncio.get_running_loop().run_in_executor(None, _ping, url)
+        ready = await asyncio.get_running_loop().run_in_executor(None, ping, url)
         return DeploymentStatus("ready" if ready else "deploying", url)
 
     async def undeploy(self, ref: str, spec: DeploymentSpec) -> None:
         await self._terminate(ref)
-
-
-def _read_result(path: Path) -> RunStatus | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    state = RunState.SUCCEEDED if data.get("status") == "succeeded" else RunState.FAILED
-    return RunStatus(state, data.get("reason"))
-
-
-def _ping(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/ping", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def _log_tail(path: Path, lines: int = 3) -> str:

@@ -27,23 +27,15 @@ from mlplatform_server.builders.registry import (
     DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, ImageNotInRegistry, ImageRef, RegistryAuthError, RegistryClient,
     RegistryUnreachable)
 
+from support import registry_env  # noqa: E402
+
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
 def registries() -> dict[str, str]:
-    proc = subprocess.run([str(ROOT / "scripts" / "registry.sh"), "env"], capture_output=True, text=True,
-                          timeout=600, cwd=ROOT)
-    if proc.returncode != 0:
-        pytest.fail(f"scripts/registry.sh failed:\n{proc.stderr}")
-    env = {}
-    for line in proc.stdout.splitlines():
-        key, _, value = line.removeprefix("export ").partition("=")
-        env[key] = value.strip("'")
-    if "MLP_TEST_BASE_REF" not in env:
-        pytest.fail(f"scripts/registry.sh pushed no base image (is MLP_TEST_IMAGE built?):\n{proc.stderr}")
-    return env
+    return registry_env()
 
 
 @pytest.fixture(scope="session")

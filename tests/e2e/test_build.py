@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from notebooks import IRIS_ROWS, cell, notebook, realistic_notebook
-from support import free_port
+from support import registry_env, free_port
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,14 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def registries() -> dict[str, str]:
-    proc = subprocess.run([str(ROOT / "scripts" / "registry.sh"), "env"], capture_output=True, text=True,
-                          timeout=600, cwd=ROOT)
-    if proc.returncode != 0:
-        pytest.fail(f"scripts/registry.sh failed:\n{proc.stderr}")
-    env = dict(line.removeprefix("export ").replace("'", "").split("=", 1) for line in proc.stdout.splitlines())
-    if "MLP_TEST_BASE_REF" not in env:
-        pytest.fail(f"scripts/registry.sh pushed no base image (is MLP_TEST_IMAGE built?):\n{proc.stderr}")
-    return env
+    return registry_env()
 
 
 @pytest.fixture(scope="module")

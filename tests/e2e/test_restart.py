@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from support import pids_with_env
+
 from notebooks import cell, notebook
 
 SLOW_MODEL = '''
@@ -103,17 +105,9 @@ def test_cancel(mlp_server, tmp_path):
 
 
 def _runtime_pid(run_id: str, missing_ok: bool = False):
-    from pathlib import Path
-
-    for proc_dir in Path("/proc").iterdir():
-        if not proc_dir.name.isdigit():
-            continue
-        try:
-            environ = (proc_dir / "environ").read_bytes()
-        except OSError:
-            continue
-        if f"MLP_RUN_ID={run_id}".encode() in environ.split(b"\0"):
-            return int(proc_dir.name)
+    pids = pids_with_env(f"MLP_RUN_ID={run_id}\0".encode())
+    if pids:
+        return pids[0]
     if missing_ok:
         return None
     raise AssertionError(f"no runtime process for run {run_id}")

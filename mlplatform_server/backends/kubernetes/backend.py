@@ -10,8 +10,9 @@ code) a Job that completed is a success.
 
 Known limits: a Job is deleted ``ttl_seconds`` after it finished; a run whose status was never
 read in that window (the server down longer than that) and that left no result file reads as
-"deleted outside the platform". Status is read per call (GET Job + LIST its pods); a shared
-list-and-watch cache per kind is not built yet.
+"deleted outside the platform". Status is answered from one shared list-and-watch per kind (Jobs,
+Pods, Deployments carrying the platform's label; :mod:`.cache`) when it is synced, and from GETs
+otherwise (before the first LIST, after a broken watch, or for an object the watch has not seen yet).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from typing import Any
 
 from ...errors import BackendError
 from ..base import Backend, DeploymentSpec, DeploymentStatus, RunSpec, RunState, RunStatus
-from ..process import _read_result
+from ..common import read_result, read_text
 from . import manifests as mf
+from .cache import Informer
 from .client import ApiError, KubeClient
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,7 @@ class KubernetesBackend(Backend):
         backoff_limit: int = 3,
         user_credentials: bool = True,
         client: KubeClient | None = None,
+        watch: bool = True,
     ) -> None:
         if artifacts is None:
             if pvc:
@@ -137,6 +140,38 @@ class KubernetesBackend(Backend):
         self.backoff_limit = backoff_limit
         self.user_credentials = user_credentials
         self.client = client or KubeClient.from_kubeconfig(kubeconfig, context)
+        self.watch = watch
+        self.informers: dict[str, Informer] = {}
+
+    # -- shared list-and-watch -------------------------------------------------
+    def _informer(self, kind: str) -> Informer | None:
+        """The synced watch cache of ``kind`` (Job, Pod, Deployment), started on first use; None
+        while it is not synced (the caller reads the API server)."""
+        if not self.watch:
+            return None
+        informer = self.informers.get(kind)
+        if informer is None:
+            api_version = {"Job": "batch/v1", "Pod": "v1", "Deployment": "apps/v1"}[kind]
+            selector = ",".join(f"{k}={v}" for k, v in mf.MANAGED_BY.items())
+            informer = self.informers[kind] = Informer(self.client, api_version, kind, self.namespace, selector)
+        informer.start()
+        return informer if informer.synced else None
+
+    async def _get_cached(self, api_version: str, kind: str, name: str) -> dict[str, Any] | None:
+        informer = self._informer(kind)
+        obj = informer.get(name) if informer else None
+        if obj is None:  # not synced, or not seen by the watch yet (just created or deleted)
+            obj = await self.client.get_or_none(api_version, kind, self.namespace, name)
+        return obj
+
+    async def _pods_cached(self, labels: dict[str, str]) -> list[dict[str, Any]]:
+        informer = self._informer("Pod")
+        if informer is not None:
+            pods = informer.select(labels)
+        else:
+            selector = ",".join(f"{k}={v}" for k, v in labels.items())
+            pods = await self.client.list("v1", "Pod", self.namespace, label_selector=selector)
+        return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
 
     # -- helpers -------------------------------------------------------------
     def _credentials(self, user: str) -> str | None:
@@ -162,7 +197,7 @@ class KubernetesBackend(Backend):
     def _local_result(self, spec: RunSpec) -> RunStatus | None:
         if self.artifacts.pvc is None:
             return None
-        return _read_result(spec.run_dir / "result.json")
+        return read_result(spec.run_dir / "result.json")
 
     async def _pods(self, job: str) -> list[dict[str, Any]]:
         pods = await self.client.list("v1", "Pod", self.namespace, label_selector=f"{mf.JOB_NAME_LABEL}={job}")
@@ -190,7 +225,7 @@ class KubernetesBackend(Backend):
         return name
 
     async def status(self, ref: str, spec: RunSpec) -> RunStatus:
-        job = await self.client.get_or_none("batch/v1", "Job", self.namespace, ref)
+        job = await self._get_cached("batch/v1", "Job", ref)
         result = self._local_result(spec)
         if job is None:
             if result is not None:
@@ -201,7 +236,7 @@ class KubernetesBackend(Backend):
         failed = conditions.get("Failed") or conditions.get("FailureTarget")
         if done:
             return result or RunStatus(RunState.SUCCEEDED, None, 0)
-        pods = await self._pods(ref)
+        pods = await self._pods_cached({mf.JOB_NAME_LABEL: ref})
         if failed:
             if result is not None:
                 return result
@@ -255,7 +290,7 @@ class KubernetesBackend(Backend):
             pod = pods[-1]["metadata"]["name"] if pods else None
             if pod is None:
                 if not follow or (await self.status(ref, spec)).state.final:
-                    text = _read_text(saved)
+                    text = read_text(saved)
                     if text:
                         yield text
                     return
@@ -265,7 +300,7 @@ class KubernetesBackend(Backend):
                 if not follow:
                     text = await self.client.pod_log(self.namespace, pod, mf.CONTAINER)
                     if text is None:
-                        text = _read_text(saved)
+                        text = read_text(saved)
                     if text:
                         yield text
                     return
@@ -279,7 +314,7 @@ class KubernetesBackend(Backend):
                     await asyncio.sleep(1.0)
                     continue
                 if exc.not_found:
-                    text = _read_text(saved)
+                    text = read_text(saved)
                     if text:
                         yield text
                     return
@@ -335,7 +370,7 @@ class KubernetesBackend(Backend):
         return deployment["metadata"]["name"]
 
     async def deployment_status(self, ref: str, spec: DeploymentSpec) -> DeploymentStatus:
-        dep = await self.client.get_or_none("apps/v1", "Deployment", self.namespace, ref)
+        dep = await self._get_cached("apps/v1", "Deployment", ref)
         if dep is None:
             return DeploymentStatus("failed", None, "the Deployment was deleted outside the platform")
         url = self._url(ref)
@@ -347,8 +382,7 @@ class KubernetesBackend(Backend):
             return DeploymentStatus("ready", url)
         stalled = next((c for c in (status.get("conditions") or [])
                         if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"), None)
-        selector = ",".join(f"{k}={v}" for k, v in dep["spec"]["selector"]["matchLabels"].items())
-        pods = await self.client.list("v1", "Pod", self.namespace, label_selector=selector)
+        pods = await self._pods_cached(dep["spec"]["selector"]["matchLabels"])
         _, reason, oom = _pod_problems(pods, spec.image)
         if oom is not None:
             reason = f"out of memory: exceeded the hardware size's memory limit {spec.hardware.memory}"
@@ -364,14 +398,9 @@ class KubernetesBackend(Backend):
         )
 
     async def close(self) -> None:
+        await asyncio.gather(*(informer.stop() for informer in self.informers.values()))
         await self.client.close()
 
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import codecs
+import json as jsonlib
 import logging
 import os
 import random
@@ -230,6 +231,38 @@ class KubeClient:
         params = {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v}
         body = await self.request("GET", resource_path(api_version, kind, namespace), params=params)
         return list(body.get("items") or [])
+
+    async def list_with_version(self, api_version: str, kind: str, namespace: str | None, *,
+                                label_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
+        """The items and the list's resourceVersion (where a watch of the same selection starts)."""
+        params = {"labelSelector": label_selector} if label_selector else None
+        body = await self.request("GET", resource_path(api_version, kind, namespace), params=params)
+        return list(body.get("items") or []), str((body.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def watch(self, api_version: str, kind: str, namespace: str | None, *, resource_version: str,
+                    label_selector: str | None = None, timeout_seconds: int = 300) -> AsyncIterator[dict[str, Any]]:
+        """Watch events (``{"type": ADDED|MODIFIED|DELETED|BOOKMARK, "object": ...}``) after
+        ``resource_version`` until the server ends the watch. An expired resourceVersion raises
+        :class:`ApiError` 410 (whether the server answers 410 or sends it as an ERROR event)."""
+        params: dict[str, Any] = {"watch": "1", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
+                                  "timeoutSeconds": str(timeout_seconds)}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        async with self.http.stream("GET", resource_path(api_version, kind, namespace), params=params,
+                                    headers=self.config.headers(),
+                                    timeout=httpx.Timeout(timeout_seconds + 30.0, connect=10.0)) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise _error(response)
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                event = jsonlib.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    raise ApiError(int(status.get("code") or 500), str(status.get("reason") or "Error"),
+                                   str(status.get("message") or "watch error"))
+                yield event
 
     async def patch(self, api_version: str, kind: str, namespace: str | None, name: str,
                     patch: dict[str, Any]) -> dict[str, Any]:

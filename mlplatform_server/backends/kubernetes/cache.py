@@ -1,0 +1,145 @@
+"""One shared list-and-watch per kind (an "informer"): an in-memory copy of the platform's objects.
+
+``Informer.run`` LISTs the objects of one kind in the namespace that carry the platform's label,
+then WATCHes from the list's resourceVersion and applies every event to the copy. A watch that the
+server ends normally is resumed from the last resourceVersion seen (bookmarks keep it fresh); an
+expired resourceVersion (``410 Gone``, as an answer or as an ERROR event) or a broken connection
+starts over from a fresh LIST. While it is not synced (before the first LIST, after an error) the
+backend reads the API server directly instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from .client import ApiError, KubeClient
+
+log = logging.getLogger(__name__)
+
+
+class Informer:
+    def __init__(self, client: KubeClient, api_version: str, kind: str, namespace: str, label_selector: str, *,
+                 watch_timeout: int = 300, retry_delay: float = 1.0, max_retry_delay: float = 30.0) -> None:
+        self.client = client
+        self.api_version = api_version
+        self.kind = kind
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self.watch_timeout = watch_timeout
+        self.retry_delay = retry_delay
+        self.max_retry_delay = max_retry_delay
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.resource_version = ""
+        self.synced = False
+        self.lists = 0  # how many times the copy was (re)built from a LIST
+        self._task: asyncio.Task | None = None
+        self._changed = asyncio.Event()
+
+    # -- reading -------------------------------------------------------------
+    def get(self, name: str) -> dict[str, Any] | None:
+        return self.objects.get(name)
+
+    def select(self, labels: dict[str, str]) -> list[dict[str, Any]]:
+        """The cached objects whose labels include all of ``labels``."""
+        return [o for o in self.objects.values()
+                if labels.items() <= ((o.get("metadata") or {}).get("labels") or {}).items()]
+
+    async def wait_for(self, predicate, timeout: float) -> bool:
+        """Wait until ``predicate(self)`` is true (checked after every change); False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate(self):
+            self._changed.clear()
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except asyncio.TimeoutError:
+                return bool(predicate(self))
+        return True
+
+    # -- running -------------------------------------------------------------
+    def start(self, resume_from: str | None = None) -> None:
+        """Run in the background. ``resume_from``: a resourceVersion to watch from instead of
+        listing first (the state as of that version is assumed known)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self.run(resume_from), name=f"watch {self.kind}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._task = None
+        self.synced = False
+
+    async def relist(self) -> None:
+        items, version = await self.client.list_with_version(self.api_version, self.kind, self.namespace,
+                                                             label_selector=self.label_selector)
+        self.objects = {o["metadata"]["name"]: o for o in items}
+        self.resource_version = version
+        self.lists += 1
+        self.synced = True
+        self._notify()
+
+    async def run(self, resume_from: str | None = None) -> None:
+        must_list = not resume_from
+        failures = 0  # consecutive: the delay before listing again doubles, up to max_retry_delay
+        if resume_from:
+            self.resource_version = resume_from
+        while True:
+            try:
+                if must_list:
+                    await self.relist()
+                    must_list = False
+                    failures = 0
+                began = asyncio.get_running_loop().time()
+                async for event in self.client.watch(self.api_version, self.kind, self.namespace,
+                                                     resource_version=self.resource_version,
+                                                     label_selector=self.label_selector,
+                                                     timeout_seconds=self.watch_timeout):
+                    self.apply(event)
+                # The server closed the watch (timeoutSeconds): resume from the last version,
+                # not in a tight loop if it keeps closing at once.
+                if asyncio.get_running_loop().time() - began < 1.0:
+                    await asyncio.sleep(self.retry_delay)
+            except asyncio.CancelledError:
+                raise
+            except ApiError as exc:
+                self.synced = False
+                must_list = True
+                if exc.status == 410:
+                    log.info("watch of %s expired (%s): listing again", self.kind, exc.message)
+                    continue
+                delay = min(self.retry_delay * 2**failures, self.max_retry_delay)
+                failures += 1
+                log.warning("watch of %s failed: %s; listing again in %.1fs", self.kind, exc, delay)
+                await asyncio.sleep(delay)
+            except Exception as exc:  # a broken connection, a garbled line
+                self.synced = False
+                must_list = True
+                delay = min(self.retry_delay * 2**failures, self.max_retry_delay)
+                failures += 1
+                log.warning("watch of %s broke: %s: %s; listing again in %.1fs", self.kind,
+                            exc.__class__.__name__, exc, delay)
+                await asyncio.sleep(delay)
+
+    def apply(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        meta = obj.get("metadata") or {}
+        if meta.get("resourceVersion"):
+            self.resource_version = meta["resourceVersion"]
+        if kind in ("ADDED", "MODIFIED"):
+            self.objects[meta["name"]] = obj
+        elif kind == "DELETED":
+            self.objects.pop(meta.get("name"), None)
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
