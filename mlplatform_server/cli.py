@@ -126,7 +126,8 @@ def main() -> None:
 
 # -- server -------------------------------------------------------------------
 @main.command()
-@click.option("--backend", type=click.Choice(["auto", "process", "docker"]), default="auto", show_default=True,
+@click.option("--backend", type=click.Choice(["auto", "process", "docker", "kubernetes"]), default="auto",
+              show_default=True,
               help="Where runs execute; auto picks docker when a Docker-compatible engine answers.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".mlp-data"), show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -139,8 +140,13 @@ def main() -> None:
               help="Registry for built model images (HOST:PORT or URL); default: the environment image's.")
 @click.option("--registry-auth", "registry_auth", type=click.Path(dir_okay=False, path_type=Path), default=None,
               envvar="MLP_REGISTRY_AUTH", help="docker config.json with the registry's credentials.")
+@click.option("--namespace", default=None, help="kubernetes: the namespace of runs and deployments (required).")
+@click.option("--kubeconfig", default=None, help="kubernetes: kubeconfig path (default $KUBECONFIG).")
+@click.option("--pvc", default=None, help="kubernetes: RWX PersistentVolumeClaim holding the data dir.")
+@click.option("--artifacts-uri", default=None, help="kubernetes: object-store URI for artifacts (instead of --pvc).")
+@click.option("--priority-class", default=None, help="kubernetes: priorityClassName of run pods.")
 def server(backend: str, data_dir: Path, host: str, port: int, db_url: str | None, config_path: Path | None,
-           public_url: str | None, registry_url: str | None, registry_auth: Path | None) -> None:
+           public_url: str | None, registry_url: str | None, registry_auth: Path | None, **kube: str | None) -> None:
     """Run the platform API."""
     import asyncio
     import logging
@@ -153,6 +159,7 @@ def server(backend: str, data_dir: Path, host: str, port: int, db_url: str | Non
         data_dir=data_dir, host=host, port=port, backend=backend, db_url=db_url, config=config_path,
         public_url=public_url, docker_host=os.environ.get("DOCKER_HOST"),
         admin_token=os.environ.get("MLP_TOKEN") or None, registry_url=registry_url, registry_auth_file=registry_auth,
+        **kube,
     )
     asyncio.run(serve(options))
 

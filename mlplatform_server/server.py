@@ -10,6 +10,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from tornado.httpserver import HTTPServer
 
 from .backends import create_backend, docker_engine_answers
@@ -26,7 +27,7 @@ class ServerOptions:
     data_dir: Path = Path(".mlp-data")
     host: str = "127.0.0.1"
     port: int = 8000
-    backend: str = "auto"  # auto | process | docker
+    backend: str = "auto"  # auto | process | docker | kubernetes
     db_url: str | None = None
     config: Path | None = None
     public_url: str | None = None  # how runs reach the API; default http://host:port
@@ -34,6 +35,11 @@ class ServerOptions:
     admin_token: str | None = None
     registry_url: str | None = None  # where built model images are pushed (mlp build)
     registry_auth_file: Path | None = None  # docker config.json with the registry's credentials
+    namespace: str | None = None  # kubernetes: where runs and deployments live
+    kubeconfig: str | None = None  # kubernetes: default $KUBECONFIG, then ~/.kube/config or in-cluster
+    pvc: str | None = None  # kubernetes: RWX claim mounted at the data dir in pods
+    artifacts_uri: str | None = None  # kubernetes: object-store URI instead of a claim
+    priority_class: str | None = None  # kubernetes: priorityClassName of run pods
 
 
 def admin_token(options: ServerOptions) -> str:
@@ -56,7 +62,27 @@ def choose_backend(options: ServerOptions):
         name = "docker" if docker_engine_answers(options.docker_host) else "process"
     if name == "docker":
         return create_backend("docker", base_url=options.docker_host)
+    if name == "kubernetes":
+        return _kubernetes_backend(options)
     return create_backend(name)
+
+
+def _kubernetes_backend(options: ServerOptions):
+    if not options.namespace:
+        raise ConfigError("the kubernetes backend needs a namespace: --namespace NS")
+    if bool(options.pvc) == bool(options.artifacts_uri):
+        raise ConfigError("the kubernetes backend needs one artifact store: --pvc CLAIM (a RWX claim holding "
+                          "the data dir) or --artifacts-uri URI")
+    try:
+        return create_backend(
+            "kubernetes", namespace=options.namespace, kubeconfig=options.kubeconfig, pvc=options.pvc,
+            data_dir=Path(options.data_dir).resolve() if options.pvc else None, artifacts_uri=options.artifacts_uri,
+            api_url=options.public_url or f"http://{options.host}:{options.port}",
+            priority_class=options.priority_class,
+        )
+    except (ValueError, OSError, KeyError, TypeError, AttributeError, yaml.YAMLError) as exc:
+        # an unreadable, malformed or incomplete kubeconfig
+        raise ConfigError(f"kubernetes backend: {' '.join(str(exc).split())}") from None
 
 
 def build_platform(options: ServerOptions) -> Platform:

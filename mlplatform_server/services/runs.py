@@ -343,8 +343,9 @@ class RunService:
             runs = s.execute(
                 select(m.Run).where(m.Run.status.in_(ACTIVE), m.Run.backend == self.backend.name)
             ).scalars().all()
-            work = [(r.id, r.backend_ref, self.spec_for(r), r.status, r.started_at, r.timeout_seconds) for r in runs]
-        for run_id, ref, spec, recorded, started_at, timeout in work:
+            work = [(r.id, r.backend_ref, self.spec_for(r), r.status, r.started_at, r.timeout_seconds, r.reason)
+                    for r in runs]
+        for run_id, ref, spec, recorded, started_at, timeout, recorded_reason in work:
             if ref is None:
                 continue  # submit in flight
             try:
@@ -361,6 +362,10 @@ class RunService:
                 await self.backend.cancel(ref, spec)
                 status = RunStatus(RunState.FAILED, f"deadline exceeded: ran longer than {timeout} s")
             if status.state.value == recorded:
+                if status.reason != recorded_reason:  # e.g. why a pending run is not scheduled
+                    with self.store.session() as s:
+                        s.execute(update(m.Run).where(m.Run.id == run_id, m.Run.status == recorded)
+                                  .values(reason=status.reason))
                 continue
             if status.state.final:
                 if self._finish(run_id, status):
@@ -370,7 +375,7 @@ class RunService:
                     s.execute(
                         update(m.Run)
                         .where(m.Run.id == run_id, m.Run.status == RunState.PENDING.value)
-                        .values(status=RunState.RUNNING.value, started_at=_now())
+                        .values(status=RunState.RUNNING.value, started_at=_now(), reason=status.reason)
                     )
 
     def _finish(self, run_id: str, status: RunStatus) -> bool:

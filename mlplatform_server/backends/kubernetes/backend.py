@@ -18,6 +18,7 @@ otherwise (before the first LIST, after a broken watch, or for an object the wat
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -33,6 +34,10 @@ from .client import ApiError, KubeClient
 
 log = logging.getLogger(__name__)
 
+# A pending run whose Job is older than this (seconds) and whose pods say nothing gets its reason
+# from events (one LIST per status call): not for runs that are merely young.
+EVENTS_AFTER = 5.0
+
 _WAITING_PROBLEMS = {
     "ErrImagePull": "the image {image} could not be pulled",
     "ImagePullBackOff": "the image {image} could not be pulled",
@@ -41,6 +46,18 @@ _WAITING_PROBLEMS = {
     "CreateContainerError": "the container could not be created",
     "CrashLoopBackOff": "the container keeps crashing",
 }
+
+
+def _age(obj: dict[str, Any]) -> float:
+    """Seconds since the object was created (0 when unknown)."""
+    created = (obj.get("metadata") or {}).get("creationTimestamp")
+    if not created:
+        return 0.0
+    try:
+        when = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return (dt.datetime.now(dt.timezone.utc) - when).total_seconds()
 
 
 def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -241,7 +258,30 @@ class KubernetesBackend(Backend):
             if result is not None:
                 return result
             return self._failure(failed, pods, job, spec)
-        return self._progress(pods, spec)
+        progress = self._progress(pods, spec)
+        if progress.state == RunState.PENDING and (not progress.reason or not pods) and _age(job) > EVENTS_AFTER:
+            # Pod conditions say nothing (yet): the latest warning about the pod, or about the Job
+            # when it has none (e.g. FailedCreate: a quota, a missing PriorityClass).
+            what, name = ("Pod", pods[-1]["metadata"]["name"]) if pods else ("Job", ref)
+            warning = await self._warning(what, name)
+            if warning:
+                prefix = "the Job cannot create its pod" if what == "Job" else "the pod is not running"
+                return RunStatus(RunState.PENDING, f"{prefix}: {warning}")
+        return progress
+
+    async def _warning(self, kind: str, name: str) -> str | None:
+        """The latest Warning event about an object, as "Reason: message"; None if none (or not readable)."""
+        try:
+            events = await self.client.list("v1", "Event", self.namespace, field_selector=(
+                f"involvedObject.kind={kind},involvedObject.name={name},type=Warning"))
+        except ApiError as exc:
+            log.debug("events of %s %s: %s", kind, name, exc)
+            return None
+        if not events:
+            return None
+        latest = max(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime")
+                     or e["metadata"].get("creationTimestamp") or "")
+        return f"{latest.get('reason') or 'Warning'}: {latest.get('message') or ''}".rstrip(": ")
 
     def _failure(self, cond: dict[str, Any], pods: list[dict[str, Any]], job: dict[str, Any],
                  spec: RunSpec) -> RunStatus:

@@ -1,0 +1,208 @@
+"""`mlp server --backend kubernetes` end to end against the real control plane of scripts/kube-up.sh
+(kwok nodes mlp-cpu-0 and mlp-gpu-0 with 4 nvidia.com/gpu and a GPU taint; kwok completes Job pods,
+it runs no code). Through the `mlp` CLI: the spine's notebook trains on gpu-1, a run that cannot be
+scheduled is cancelled, a deployment is made, and a `kill -9` + restart of the server keeps every state.
+
+Needs MLP_TEST_KUBECONFIG (set by `make test`); fails, never skips, without it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from notebooks import realistic_notebook
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBECTL = ROOT / ".testenv" / "bin" / "kubectl"
+PVC = "mlp-data"
+GPU_NODE = "mlp-gpu-0"
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+
+
+def kubeconfig() -> str:
+    path = os.environ.get("MLP_TEST_KUBECONFIG")
+    if not path:
+        pytest.fail("MLP_TEST_KUBECONFIG is not set: run via make test (make kube-up exports it)")
+    if not Path(path).is_file():
+        pytest.fail(f"MLP_TEST_KUBECONFIG={path} does not exist: run make kube-up")
+    if not KUBECTL.exists():
+        pytest.fail(f"{KUBECTL} is missing: run make kube-up")
+    return path
+
+
+def kubectl(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([str(KUBECTL), *args], input=input, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "KUBECONFIG": kubeconfig()})
+    if check and proc.returncode != 0:
+        pytest.fail(f"kubectl {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def get_json(ns: str, *what: str) -> dict[str, Any]:
+    return json.loads(kubectl("-n", ns, "get", *what, "-o", "json").stdout)
+
+
+@pytest.fixture
+def namespace() -> Any:
+    """A fresh namespace with an RWX claim bound to a volume (kwok never mounts it)."""
+    kubeconfig()
+    ns = f"mlp-srv-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", ns)
+    kubectl("-n", ns, "wait", "serviceaccount/default", "--for=create", "--timeout=60s")
+    pv = {
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": f"{ns}-data"},
+        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                 "hostPath": {"path": f"/srv/{ns}"}, "claimRef": {"namespace": ns, "name": PVC}},
+    }
+    pvc = {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": PVC, "namespace": ns},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": f"{ns}-data",
+                 "resources": {"requests": {"storage": "10Gi"}}},
+    }
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [pv, pvc]}))
+    kubectl("-n", ns, "wait", f"pvc/{PVC}", "--for=jsonpath={.status.phase}=Bound", "--timeout=60s")
+    yield ns
+    kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    kubectl("delete", "pv", f"{ns}-data", "--wait=false", check=False)
+
+
+@pytest.fixture
+def platform_yaml(tmp_path: Path) -> Path:
+    """The shipped default sizes (cpu-small, gpu-1, ...) plus gpu-8, which no node can hold."""
+    config = yaml.safe_load((ROOT / "mlplatform_server" / "default_platform.yaml").read_text())
+    gpu1 = next(h for h in config["hardware"] if h["name"] == "gpu-1")
+    config["hardware"].append({**gpu1, "name": "gpu-8", "display_name": "Eight GPUs", "gpus": 8})
+    path = tmp_path / "platform.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def wait_until(what: str, check, timeout: float = 60.0) -> Any:
+    deadline = time.time() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.time() < deadline, f"timed out waiting for {what}: last {value!r}"
+        time.sleep(0.3)
+
+
+def run_of(server: Any, run_id: str) -> dict[str, Any]:
+    with server.api() as api:
+        return api.get(f"/runs/{run_id}").json()
+
+
+def test_server_on_kubernetes_trains_cancels_deploys_and_survives_kill_9(mlp_server_factory, namespace,
+                                                                           platform_yaml, tmp_path):
+    server = mlp_server_factory(
+        backend="kubernetes", config=platform_yaml,
+        extra_args=["--namespace", namespace, "--kubeconfig", kubeconfig(), "--pvc", PVC],
+    )
+    with server.api() as api:
+        assert api.get("/health").json()["backend"] == "kubernetes"
+
+    nb = tmp_path / "iris.ipynb"
+    nb.write_text(realistic_notebook())
+    server.mlp_json("models", "save", str(nb), "--name", "iris")
+
+    # gpu-1: a Job whose pod asks for one GPU, tolerates the taint, lands on the GPU node, no API token.
+    done = server.mlp_json("train", "iris", "--hardware", "gpu-1", "--hp", "C=0.5", "--wait")
+    assert done["status"] == "succeeded", done
+    job_name = f"mlp-run-{done['id']}"
+    job = get_json(namespace, "job", job_name)
+    pods = get_json(namespace, "pods", "-l", f"batch.kubernetes.io/job-name={job_name}")["items"]
+    assert pods, "the Job has no pod"
+    for spec in (job["spec"]["template"]["spec"], pods[-1]["spec"]):
+        container = spec["containers"][0]
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        assert container["resources"]["requests"]["nvidia.com/gpu"] == "1"
+        assert GPU_TOLERATION in spec["tolerations"]
+        assert spec["automountServiceAccountToken"] is False
+        for env in container.get("env", []):
+            if "TOKEN" in env["name"]:
+                assert "value" not in env and env["valueFrom"]["secretKeyRef"], env
+    assert pods[-1]["spec"]["nodeName"] == GPU_NODE
+    assert pods[-1]["status"]["phase"] == "Succeeded"
+    assert server.token not in json.dumps(job) + json.dumps(pods)
+
+    # gpu-8 fits no node: pending with the scheduler's reason; its run token is in a Secret only.
+    stuck = server.mlp_json("train", "iris", "--hardware", "gpu-8")
+    kept = server.mlp_json("train", "iris", "--hardware", "gpu-8")
+    for run in (stuck, kept):
+        pending = wait_until("a scheduling reason", lambda r=run: (lambda x: x if x["status"] == "pending"
+                             and "nvidia.com/gpu" in (x["reason"] or "") else None)(run_of(server, r["id"])))
+        assert "Insufficient nvidia.com/gpu" in pending["reason"], pending
+    secret = get_json(namespace, "secret", f"mlp-run-{kept['id']}-token")
+    token = base64.b64decode(next(iter(secret["data"].values()))).decode()
+    assert len(token) >= 16
+    kept_job = get_json(namespace, "job", f"mlp-run-{kept['id']}")
+    kept_pods = get_json(namespace, "pods", "-l", f"batch.kubernetes.io/job-name=mlp-run-{kept['id']}")
+    assert token not in json.dumps(kept_job) + json.dumps(kept_pods)
+
+    # cancel deletes the Job (and its token Secret).
+    cancelled = server.mlp_json("runs", "cancel", stuck["id"])
+    assert cancelled["status"] == "cancelled", cancelled
+    gone = f"job/mlp-run-{stuck['id']}", f"secret/mlp-run-{stuck['id']}-token"
+    for what in gone:
+        wait_until(f"{what} deleted", lambda w=what: "NotFound" in kubectl("-n", namespace, "get", w,
+                                                                               check=False).stderr)
+
+    # deploy: a Deployment probed on /ping and a Service.
+    dep = server.mlp_json("deploy", "iris", "--run", done["id"], "--hardware", "cpu-small", "--wait")
+    assert dep["status"] == "ready", dep
+    deployment = get_json(namespace, "deployment", "mlp-dep-iris")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ping"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/ping"
+    service = get_json(namespace, "service", "mlp-dep-iris")
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+    # kill -9 and restart: every state stays true.
+    server.kill()
+    server.start()
+    time.sleep(3.0)  # several reconcile passes of the new server
+    assert run_of(server, done["id"])["status"] == "succeeded"
+    assert run_of(server, stuck["id"])["status"] == "cancelled"
+    after = run_of(server, kept["id"])
+    assert after["status"] == "pending" and "Insufficient nvidia.com/gpu" in after["reason"], after
+    assert server.mlp_json("deployments", "show", "iris")["status"] == "ready"
+    get_json(namespace, "job", f"mlp-run-{kept['id']}")
+    get_json(namespace, "job", job_name)
+    assert "NotFound" in kubectl("-n", namespace, "get", gone[0], check=False).stderr
+
+    server.mlp("runs", "cancel", kept["id"])
+    server.mlp("deployments", "delete", "iris")
+    wait_until("the Deployment deleted", lambda: "NotFound" in kubectl(
+        "-n", namespace, "get", "deployment/mlp-dep-iris", check=False).stderr)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--pvc", PVC], "error: the kubernetes backend needs a namespace: --namespace NS"),
+    (["--namespace", "ns", "--pvc", PVC, "--kubeconfig", "/nonexistent/kubeconfig"],
+     "error: kubernetes backend: cannot read kubeconfig /nonexistent/kubeconfig: No such file or directory"),
+    (["--namespace", "ns", "--kubeconfig", "KUBECONFIG"], "error: the kubernetes backend needs one artifact store"),
+])
+def test_server_kubernetes_config_errors_are_one_line(tmp_path, args, message):
+    args = [kubeconfig() if a == "KUBECONFIG" else a for a in args]
+    proc = subprocess.run([sys.executable, "-m", "mlplatform_server.cli", "server", "--backend", "kubernetes",
+                           "--data-dir", str(tmp_path / "data"), "--port", "0", *args],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env={**os.environ, "MLP_TOKEN": "x"})
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(message), proc.stderr
+    assert "Traceback" not in proc.stderr

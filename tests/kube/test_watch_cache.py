@@ -1,0 +1,154 @@
+"""The backend's shared list-and-watch per kind (backends/kubernetes/cache.py) against the real API
+server: status is answered from the cache once it is synced, the cache follows a Job to completion
+and a deletion, a watch from an expired resourceVersion (a real `410 Gone`) and a cut connection both
+start over from a fresh LIST.
+
+Needs MLP_TEST_KUBECONFIG (set by `make test`); fails, never skips, without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+from urllib.parse import urlsplit
+
+import test_kubernetes_backend as kb
+from test_kubernetes_backend import CPU, GPU8, kubeconfig, kubectl, run_spec, wait_state
+
+from mlplatform_server.backends.base import RunState
+from mlplatform_server.backends.kubernetes.cache import Informer
+from mlplatform_server.backends.kubernetes.client import KubeClient, KubeConfig
+
+SELECTOR = "app.kubernetes.io/managed-by=mlplatform"
+namespace, data_dir, backend = kb.namespace, kb.data_dir, kb.backend  # the fixtures, for this module
+
+
+def complete(job: dict[str, Any] | None) -> bool:
+    return bool(job) and any(c.get("type") == "Complete" and c.get("status") == "True"
+                             for c in (job.get("status") or {}).get("conditions") or [])
+
+
+class Calls:
+    """Counts the backend's requests to the API server."""
+
+    def __init__(self, client: KubeClient) -> None:
+        self.n = 0
+        original = client.request
+
+        async def counted(*args: Any, **kw: Any) -> Any:
+            self.n += 1
+            return await original(*args, **kw)
+
+        client.request = counted
+
+
+async def synced(backend, *kinds: str) -> None:
+    for kind in kinds:
+        backend._informer(kind)
+        assert await backend.informers[kind].wait_for(lambda i: i.synced, 30), f"{kind} watch never synced"
+
+
+async def test_status_comes_from_the_watch_cache(backend, data_dir):
+    ok = run_spec(data_dir, hardware=CPU)
+    stuck = run_spec(data_dir, hardware=GPU8)
+    ok_ref, stuck_ref = await backend.submit(ok), await backend.submit(stuck)
+    await synced(backend, "Job", "Pod")
+    jobs = backend.informers["Job"]
+
+    # The cache sees the Job complete (watch events, no polling).
+    assert await jobs.wait_for(lambda i: complete(i.get(ok_ref)), 60), jobs.get(ok_ref)
+    await wait_state(backend, stuck_ref, stuck, RunState.PENDING, reason="Insufficient nvidia.com/gpu")
+    calls = Calls(backend.client)
+    assert (await backend.status(ok_ref, ok)).state == RunState.SUCCEEDED
+    pending = await backend.status(stuck_ref, stuck)
+    assert pending.state == RunState.PENDING and "Insufficient nvidia.com/gpu" in pending.reason
+    assert calls.n == 0, "status read the API server although the cache is synced"
+
+    # Deleted outside the platform: the watch drops it, status confirms with a GET.
+    kubectl("-n", backend.namespace, "delete", "job", stuck_ref, "--wait=false")
+    assert await jobs.wait_for(lambda i: i.get(stuck_ref) is None, 30)
+    gone = await backend.status(stuck_ref, stuck)
+    assert gone.state == RunState.FAILED and "deleted outside the platform" in gone.reason
+    assert calls.n == 1
+
+
+async def test_a_job_created_before_the_watch_saw_it_falls_back_to_a_get(backend, data_dir):
+    await synced(backend, "Job", "Pod")
+    spec = run_spec(data_dir, hardware=CPU)
+    ref = await backend.submit(spec)
+    backend.informers["Job"].objects.pop(ref, None)  # as if the ADDED event had not arrived yet
+    assert (await backend.status(ref, spec)).state != RunState.FAILED
+
+
+async def test_watch_from_an_expired_resource_version_lists_again(backend, data_dir):
+    first = await backend.submit(run_spec(data_dir, hardware=CPU))
+    informer = Informer(backend.client, "batch/v1", "Job", backend.namespace, SELECTOR, retry_delay=0.1)
+    try:
+        informer.start(resume_from="1")  # long compacted: the API server answers 410 Gone (Expired)
+        assert await informer.wait_for(lambda i: i.synced, 30)
+        assert informer.lists == 1 and first in informer.objects
+        later = await backend.submit(run_spec(data_dir, hardware=CPU))
+        assert await informer.wait_for(lambda i: later in i.objects, 30)
+        assert informer.lists == 1  # the new Job came through the watch
+    finally:
+        await informer.stop()
+
+
+class Proxy:
+    """A TCP relay to the API server whose connections the test can cut."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.writers += [writer, up_writer]
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        for writer in self.writers:
+            writer.transport.abort()
+        self.writers.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_a_cut_connection_lists_again_and_keeps_following(namespace, data_dir, backend):
+    config = KubeConfig.load(kubeconfig())
+    url = urlsplit(config.server)
+    proxy = Proxy(url.hostname, url.port or 443)
+    config.server = f"https://{url.hostname}:{await proxy.start()}"
+    client = KubeClient(config, retries=2, backoff=0.05)
+    informer = Informer(client, "batch/v1", "Job", namespace, SELECTOR, retry_delay=0.1)
+    try:
+        informer.start()
+        assert await informer.wait_for(lambda i: i.synced, 30)
+        assert informer.lists == 1
+        proxy.cut()
+        assert await informer.wait_for(lambda i: i.lists == 2 and i.synced, 30), informer.lists
+        ref = await backend.submit(run_spec(data_dir, hardware=CPU))
+        assert await informer.wait_for(lambda i: ref in i.objects, 30)
+        assert await informer.wait_for(lambda i: complete(i.get(ref)), 60)
+    finally:
+        await informer.stop()
+        await client.close()
+        await proxy.close()
+
