@@ -19,7 +19,7 @@ from ..errors import BackendError, Conflict, InvalidInput, NotFound
 from ..store import models as m
 from ..store.db import Store
 from .auth import Principal
-from .models import MODEL_NAME, ModelService
+from .models import MODEL_NAME, ModelService, stored_contract
 from .paging import Page, check_fields, paginate
 from .runs import RunService
 
@@ -103,7 +103,7 @@ class DeploymentService:
                 raise InvalidInput(f"Run {run.id} trained model {run.version.model.name!r}, not {req.model!r}")
             if run.kind != "train" or run.status != RunState.SUCCEEDED.value:
                 raise InvalidInput(f"Run {run.id} is a {run.kind} run in state {run.status}; deploy a succeeded training run")
-            contract.require_method(contract.extract(version.module_source, "model.py"), "serve")
+            contract.require_method(stored_contract(version.module_source), "serve")
             existing = s.execute(select(m.Deployment).where(m.Deployment.name == name)).scalar_one_or_none()
             if existing is not None:
                 if not caller.can_touch(existing.owner) or existing.status in LIVE:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +192,12 @@ class ModelService:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(version.module_source)
         return path
+
+
+@lru_cache(maxsize=256)
+def stored_contract(module_source: str) -> contract.ModelInfo:
+    """The contract of a stored version's module (immutable, so parsed once per process)."""
+    return contract.extract(module_source, "model.py")
 
 
 def _check_source(source: Any, filename: Any) -> None:

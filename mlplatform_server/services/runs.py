@@ -21,7 +21,7 @@ from ..errors import BackendError, Conflict, InvalidInput, NotFound
 from ..store import models as m
 from ..store.db import Store
 from .auth import Principal, digest, new_token
-from .models import ModelService
+from .models import ModelService, stored_contract
 from .paging import Page, check_fields, paginate
 
 log = logging.getLogger("mlplatform.runs")
@@ -140,7 +140,7 @@ class RunService:
         run_id = uuid.uuid4().hex[:16]
         with self.store.session() as s:
             version = self.models.resolve(s, caller, req.model, req.version)
-            info = contract.extract(version.module_source, "model.py")
+            info = stored_contract(version.module_source)
             contract.require_method(info, req.kind)
             hyperparameters = contract.coerce_hyperparameters(info.schema(), req.hyperparameters or {})
             source_run = None

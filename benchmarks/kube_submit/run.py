@@ -1,0 +1,371 @@
+"""Submitting training runs on Kubernetes: the platform API against a bare client loop, in one run.
+
+    source .testenv/env.sh && source .testenv/kube/env.sh
+    .venv/bin/python benchmarks/kube_submit/run.py [--count 500] [--concurrency 16]
+
+Against the control plane of scripts/kube-up.sh (MLP_TEST_KUBECONFIG; kwok nodes), in one fresh
+namespace with an RWX claim (as tests/kube/test_server_kubernetes.py makes it):
+
+- platform: a real `mlp server --backend kubernetes --namespace NS --pvc CLAIM` subprocess on
+  127.0.0.1; a tiny model is saved once, then --count ``POST /api/v1/runs`` with --concurrency
+  requests in flight (httpx.AsyncClient). A 201 means the run's token Secret and Job are created
+  (the backend makes three API calls per run: Secret, Job, owner patch of the Secret).
+- bare: the same number of Jobs created straight through the platform's own async client
+  (mlplatform_server/backends/kubernetes/client.py), same concurrency. Each Job is the platform's
+  own Job (read back from one warm-up run, renamed, its platform labels swapped for a bench label
+  so the server's watches ignore it): same shape, same size.
+- bare, same calls (informative): Secret + Job + owner patch per run, as the backend does, without
+  the platform around it; it separates the cost of the three calls from the cost of the platform.
+
+Between phases the script waits (bounded) for the Job controller to catch up (one pod per Job), so
+a phase does not pay for the previous one's pods. Everything stays on loopback (the API server of
+kube-up.sh is 127.0.0.1:6443; the platform listens on 127.0.0.1) and in-flight requests are bounded
+by --concurrency. The namespace (and its PV) is deleted at the end, also on failure.
+
+Prints Jobs/s each way and the ratio next to the goals (≥ 50 Jobs/s through the platform, ≤ 1.3×
+the bare loop's time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import copy
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+import httpx  # noqa: E402
+
+from mlplatform_server.backends.kubernetes import manifests as mf  # noqa: E402
+from mlplatform_server.backends.kubernetes.client import KubeClient  # noqa: E402
+from notebooks import realistic_notebook  # noqa: E402
+
+PVC = "mlp-data"
+GOAL_RATE = 50.0
+GOAL_RATIO = 1.3
+BENCH_LABEL = "mlplatform.bench/phase"
+
+
+def kubeconfig() -> str:
+    path = os.environ.get("MLP_TEST_KUBECONFIG")
+    if not path or not Path(path).is_file():
+        sys.exit("MLP_TEST_KUBECONFIG is not set or missing: run make kube-up, then "
+                 "source .testenv/env.sh && source .testenv/kube/env.sh")
+    return path
+
+
+def kubectl_bin() -> str:
+    local = ROOT / ".testenv" / "bin" / "kubectl"
+    return str(local) if local.exists() else (shutil.which("kubectl") or sys.exit("kubectl not found"))
+
+
+def kubectl(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([kubectl_bin(), *args], input=input, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "KUBECONFIG": kubeconfig()})
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"kubectl {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def make_namespace(ns: str) -> None:
+    """A namespace with an RWX claim bound to a hostPath volume (kwok never mounts it)."""
+    kubectl("create", "namespace", ns)
+    kubectl("-n", ns, "wait", "serviceaccount/default", "--for=create", "--timeout=60s")
+    pv = {
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": f"{ns}-data"},
+        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                 "hostPath": {"path": f"/srv/{ns}"}, "claimRef": {"namespace": ns, "name": PVC}},
+    }
+    pvc = {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": PVC, "namespace": ns},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": f"{ns}-data",
+                 "resources": {"requests": {"storage": "10Gi"}}},
+    }
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [pv, pvc]}))
+    kubectl("-n", ns, "wait", f"pvc/{PVC}", "--for=jsonpath={.status.phase}=Bound", "--timeout=60s")
+
+
+def drop_namespace(ns: str) -> None:
+    kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    kubectl("delete", "pv", f"{ns}-data", "--wait=false", check=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`mlp server --backend kubernetes` as a subprocess on loopback."""
+
+    def __init__(self, tmp: Path, ns: str, extra_env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = "admin-" + os.urandom(12).hex()
+        self.log_path = tmp / "server.log"
+        args = [sys.executable, "-m", "mlplatform_server.cli", "server", "--backend", "kubernetes",
+                "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(tmp / "data"),
+                "--namespace", ns, "--kubeconfig", kubeconfig(), "--pvc", PVC]
+        self.env = {**os.environ, "MLP_TOKEN": self.token, **extra_env}
+        self.proc = subprocess.Popen(args, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
+                                     env=self.env, cwd=ROOT)
+        deadline = time.time() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlp server exited:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(self.url + "/api/v1/health", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.time() > deadline:
+                raise RuntimeError(f"mlp server did not answer:\n{self.log_path.read_text()}")
+            time.sleep(0.1)
+
+    def mlp_json(self, *args: str) -> Any:
+        env = {**os.environ, "MLP_URL": self.url, "MLP_TOKEN": self.token}
+        proc = subprocess.run([sys.executable, "-m", "mlplatform_server.cli", *args, "--json"], capture_output=True,
+                              text=True, env=env, cwd=ROOT, timeout=180)
+        if proc.returncode != 0:
+            raise RuntimeError(f"mlp {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return json.loads(proc.stdout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+# -- the bare loop's objects ----------------------------------------------------------------------
+def strip_labels(labels: dict[str, str] | None, phase: str) -> dict[str, str]:
+    """The platform's labels minus the ones its watches select on (and the Job controller's), plus ours."""
+    out = {k: v for k, v in (labels or {}).items()
+           if k not in mf.MANAGED_BY and not k.startswith("batch.kubernetes.io/")
+           and k not in ("controller-uid", "job-name")}
+    out[BENCH_LABEL] = phase
+    return out
+
+
+def job_template(created: dict[str, Any]) -> dict[str, Any]:
+    """The platform's Job as it was submitted: server-set fields (status, uid, selector, the Job
+    controller's labels) removed."""
+    job = copy.deepcopy(created)
+    job.pop("status", None)
+    meta = job["metadata"]
+    job["metadata"] = {k: meta[k] for k in ("name", "namespace", "labels", "annotations") if k in meta}
+    spec = job["spec"]
+    spec.pop("selector", None)
+    spec.pop("manualSelector", None)
+    return job
+
+
+def bare_job(template: dict[str, Any], name: str, phase: str, token_secret: str | None = None) -> dict[str, Any]:
+    job = copy.deepcopy(template)
+    job["metadata"]["name"] = name
+    job["metadata"]["labels"] = strip_labels(job["metadata"].get("labels"), phase)
+    tmeta = job["spec"]["template"].setdefault("metadata", {})
+    tmeta["labels"] = strip_labels(tmeta.get("labels"), phase)
+    if token_secret:
+        for container in job["spec"]["template"]["spec"]["containers"]:
+            for env in container.get("env") or []:
+                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
+                if ref and ref.get("key") == mf.TOKEN_KEY:
+                    ref["name"] = token_secret
+    return job
+
+
+# -- timing ---------------------------------------------------------------------------------------
+class Phase:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.seconds = 0.0
+        self.latencies: list[float] = []
+        self.count = 0
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds else 0.0
+
+    def line(self) -> str:
+        lat = sorted(self.latencies)
+        p50 = statistics.median(lat) * 1000
+        p95 = lat[min(len(lat) - 1, int(len(lat) * 0.95))] * 1000
+        return (f"{self.name:<28} {self.count:>5} Jobs in {self.seconds:7.2f} s = {self.rate:7.1f} Jobs/s"
+                f"   (per request p50 {p50:6.1f} ms, p95 {p95:6.1f} ms)")
+
+
+async def bounded(count: int, concurrency: int, one) -> tuple[float, list[float]]:
+    """Run ``one(i)`` for i in range(count) with at most ``concurrency`` in flight; wall seconds and
+    each call's latency."""
+    sem = asyncio.Semaphore(concurrency)
+    latencies: list[float] = []
+
+    async def task(i: int) -> None:
+        async with sem:
+            t = time.perf_counter()
+            await one(i)
+            latencies.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(task(i) for i in range(count)))
+    return time.perf_counter() - start, latencies
+
+
+async def bare_phase(name: str, count: int, concurrency: int, template: dict[str, Any], ns: str,
+                     with_secret: bool) -> Phase:
+    client = KubeClient.from_kubeconfig(kubeconfig())
+    phase = Phase(name)
+    tag = uuid.uuid4().hex[:6]
+    label = "bare3" if with_secret else "bare"
+
+    async def one(i: int) -> None:
+        job_name = f"bench-{label}-{tag}-{i}"
+        if not with_secret:
+            await client.create(bare_job(template, job_name, label))
+            return
+        secret_name = f"{job_name}-token"
+        job = bare_job(template, job_name, label, token_secret=secret_name)
+        secret = mf.make_secret(secret_name, ns, {mf.TOKEN_KEY: "x" * 32}, job["metadata"]["labels"])
+        await client.apply(secret)
+        created = await client.create(job)
+        await client.patch("v1", "Secret", ns, secret_name,
+                           {"metadata": {"ownerReferences": [mf.owner_reference(created)]}})
+
+    try:
+        await one(-1)  # connections and TLS made before the clock starts (the server's are warm too)
+        phase.seconds, phase.latencies = await bounded(count, concurrency, one)
+        phase.count = count
+    finally:
+        await client.close()
+    return phase
+
+
+async def platform_phase(server: Server, count: int, concurrency: int, body: dict[str, Any]) -> tuple[Phase, list[str]]:
+    phase = Phase("platform POST /api/v1/runs")
+    ids: list[str] = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=server.url + "/api/v1", limits=limits, timeout=120,
+                                 headers={"Authorization": f"Bearer {server.token}"}) as api:
+        async def one(i: int) -> None:
+            r = await api.post("/runs", json=body)
+            if r.status_code != 201:
+                raise RuntimeError(f"POST /runs answered {r.status_code}: {r.text[:500]}")
+            ids.append(r.json()["id"])
+
+        await api.get("/health")
+        phase.seconds, phase.latencies = await bounded(count, concurrency, one)
+        phase.count = count
+    return phase, ids
+
+
+def settle(ns: str, expected_pods: int, timeout: float) -> float:
+    """Wait until the Job controller made a pod for every Job so far (bounded); seconds waited."""
+    start = time.time()
+    while time.time() - start < timeout:
+        out = kubectl("-n", ns, "get", "pods", "-o", "name", check=False).stdout
+        if len(out.split()) >= expected_pods:
+            break
+        time.sleep(1)
+    return time.time() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=500, help="runs through the platform and Jobs bare (500)")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight, both ways (16)")
+    parser.add_argument("--no-bare-calls", action="store_true",
+                        help="skip the informative bare Secret+Job+patch phase")
+    parser.add_argument("--settle", type=float, default=120.0, help="max seconds to wait between phases")
+    parser.add_argument("--keep", action="store_true", help="keep the namespace (for a look afterwards)")
+    args = parser.parse_args()
+    kubeconfig()
+
+    ns = f"mlp-bench-{uuid.uuid4().hex[:8]}"
+    tmp = Path(tempfile.mkdtemp(prefix="mlp-kube-bench-"))
+    server: Server | None = None
+    print(f"control plane {KubeClient.from_kubeconfig(kubeconfig()).config.server}, namespace {ns}, "
+          f"{args.count} Jobs each way, {args.concurrency} in flight, {os.cpu_count()} CPUs")
+    try:
+        make_namespace(ns)
+        server = Server(tmp, ns, {})
+        nb = tmp / "bench.ipynb"
+        nb.write_text(realistic_notebook())
+        server.mlp_json("models", "save", str(nb), "--name", "bench")
+        body = {"model": "bench"}
+        # One warm-up run: the server's watches, connections and caches are started, and its Job is
+        # the template of the bare loop's.
+        with httpx.Client(base_url=server.url + "/api/v1", headers={"Authorization": f"Bearer {server.token}"},
+                          timeout=60) as api:
+            r = api.post("/runs", json=body)
+            r.raise_for_status()
+            warm = r.json()
+        job = json.loads(kubectl("-n", ns, "get", "job", mf.job_name(warm["id"]), "-o", "json").stdout)
+        template = job_template(job)
+        pods = 1
+
+        bare = asyncio.run(bare_phase("bare loop (Job only)", args.count, args.concurrency, template, ns, False))
+        print(bare.line(), flush=True)
+        pods += args.count
+        waited = settle(ns, pods, args.settle)
+        print(f"  (waited {waited:.0f} s for the Job controller to make {pods} pods)", flush=True)
+
+        plat, ids = asyncio.run(platform_phase(server, args.count, args.concurrency, body))
+        print(plat.line(), flush=True)
+        pods += args.count
+        missing = [i for i in ids if kubectl("-n", ns, "get", "job", mf.job_name(i), check=False).returncode]
+        made = len(ids) - len(missing)
+        print(f"  ({made}/{len(ids)} platform Jobs found in the namespace)", flush=True)
+
+        bare3 = None
+        if not args.no_bare_calls:
+            waited = settle(ns, pods, args.settle)
+            print(f"  (waited {waited:.0f} s for the Job controller to make {pods} pods)", flush=True)
+            bare3 = asyncio.run(bare_phase("bare Secret+Job+patch", args.count, args.concurrency, template, ns,
+                                           True))
+            print(bare3.line(), flush=True)
+
+        ratio = plat.seconds / bare.seconds
+        ok_rate = plat.rate >= GOAL_RATE and made == len(ids)
+        ok_ratio = ratio <= GOAL_RATIO
+        print()
+        print(f"platform: {plat.rate:6.1f} Jobs/s       goal ≥ {GOAL_RATE:.0f} Jobs/s   "
+              f"{'met' if ok_rate else 'NOT met'}")
+        print(f"overhead: {ratio:6.2f}× the bare loop   goal ≤ {GOAL_RATIO}×          "
+              f"{'met' if ok_ratio else 'NOT met'}   (bare {bare.rate:.1f} Jobs/s)")
+        if bare3 is not None:
+            print(f"          {plat.seconds / bare3.seconds:6.2f}× the bare loop making the same three calls per run "
+                  f"(Secret, Job, owner patch; {bare3.rate:.1f} Jobs/s) — informative")
+    finally:
+        if server is not None:
+            server.stop()
+        if args.keep:
+            print(f"kept namespace {ns}; server log {tmp / 'server.log'}")
+        else:
+            drop_namespace(ns)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
