@@ -81,20 +81,6 @@ async def test_a_job_created_before_the_watch_saw_it_falls_back_to_a_get(backend
     assert (await backend.status(ref, spec)).state != RunState.FAILED
 
 
-async def test_watch_from_an_expired_resource_version_lists_again(backend, data_dir):
-    first = await backend.submit(run_spec(data_dir, hardware=CPU))
-    informer = Informer(backend.client, "batch/v1", "Job", backend.namespace, SELECTOR, retry_delay=0.1)
-    try:
-        informer.start(resume_from="1")  # long compacted: the API server answers 410 Gone (Expired)
-        assert await informer.wait_for(lambda i: i.synced, 30)
-        assert informer.lists == 1 and first in informer.objects
-        later = await backend.submit(run_spec(data_dir, hardware=CPU))
-        assert await informer.wait_for(lambda i: later in i.objects, 30)
-        assert informer.lists == 1  # the new Job came through the watch
-    finally:
-        await informer.stop()
-
-
 class Proxy:
     """A TCP relay to the API server whose connections the test can cut."""
 
