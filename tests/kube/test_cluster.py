@@ -230,7 +230,7 @@ def test_helm_installs_a_chart(kube: Kube, tmp_path: Path) -> None:
         kube.run("helm", "create", str(tmp_path / "demo"))
         # `helm create`'s chart: a Deployment, Service, ServiceAccount; kwok makes its pod Ready.
         kube.run("helm", "install", "demo", str(tmp_path / "demo"), "-n", kube.namespace,
-                 "--wait", "--timeout", "90s", timeout=150)
+                 "--wait", "--timeout", "240s", timeout=300)
         status = json.loads(kube.run("helm", "status", "demo", "-n", kube.namespace, "-o", "json").stdout)
         assert status["info"]["status"] == "deployed"
         deploy = kube.get("deployment", "demo")
