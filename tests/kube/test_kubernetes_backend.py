@@ -64,6 +64,11 @@ def namespace(tmp_path_factory: pytest.TempPathFactory) -> Any:
     kubeconfig()
     ns = f"mlp-kb-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", ns)
+    # Pods are refused until the namespace's default ServiceAccount exists (slow under load).
+    for _ in range(600):
+        if kubectl("-n", ns, "get", "serviceaccount", "default", check=False).returncode == 0:
+            break
+        time.sleep(0.1)
     kubectl("-n", ns, "wait", "serviceaccount/default", "--for=create", "--timeout=60s")
     # Shared storage: a RWX volume bound to the claim the backend mounts (kwok never mounts it).
     pv = {
@@ -283,7 +288,7 @@ def dep_spec(data_dir: Path, **kw: Any) -> DeploymentSpec:
 async def test_deploy_roll_and_undeploy(backend, data_dir):
     spec = dep_spec(data_dir)
     ref = await backend.deploy(spec)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while (status := await backend.deployment_status(ref, spec)).state != "ready":
         assert time.monotonic() < deadline, status
         await asyncio.sleep(0.5)

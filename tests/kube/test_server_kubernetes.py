@@ -59,6 +59,11 @@ def namespace() -> Any:
     kubeconfig()
     ns = f"mlp-srv-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", ns)
+    # Pods are refused until the namespace's default ServiceAccount exists (slow under load).
+    for _ in range(600):
+        if kubectl("-n", ns, "get", "serviceaccount", "default", check=False).returncode == 0:
+            break
+        time.sleep(0.1)
     kubectl("-n", ns, "wait", "serviceaccount/default", "--for=create", "--timeout=60s")
     pv = {
         "apiVersion": "v1", "kind": "PersistentVolume",
