@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -22,13 +20,12 @@ from mlplatform_server.backends.base import DeploymentSpec, Hardware, RunSpec, R
 from mlplatform_server.backends.kubernetes import manifests as mf
 from mlplatform_server.backends.kubernetes.backend import KubernetesBackend
 from mlplatform_server.backends.kubernetes.client import ApiError, KubeClient
+from kubetest import PVC, kubeconfig, kubectl, namespace_with_claim
 
 ROOT = Path(__file__).resolve().parents[2]
-KUBECTL = ROOT / ".testenv" / "bin" / "kubectl"
 GPU_NODE = "mlp-gpu-0"
 FAIL_LABEL = "pod-container-running-failed.stage.kwok.x-k8s.io"
 COMPLETE_DELAY = "pod-complete.stage.kwok.x-k8s.io/delay"
-PVC = "mlp-data"
 DIGEST = "sha256:" + "cd" * 32
 GPU1 = Hardware(
     name="gpu-1", cpu=8, memory="32Gi", gpus=1, gpu_type="nvidia-tesla-t4",
@@ -40,55 +37,10 @@ GPU8 = Hardware(name="gpu-8", cpu=8, memory="32Gi", gpus=8,
 CPU = Hardware(name="cpu-small", cpu=1, memory="2Gi")
 
 
-def kubeconfig() -> str:
-    path = os.environ.get("MLP_TEST_KUBECONFIG")
-    if not path:
-        pytest.fail("MLP_TEST_KUBECONFIG is not set: run via make test (make kube-up exports it)")
-    if not Path(path).is_file():
-        pytest.fail(f"MLP_TEST_KUBECONFIG={path} does not exist: run make kube-up")
-    if not KUBECTL.exists():
-        pytest.fail(f"{KUBECTL} is missing: run make kube-up")
-    return path
-
-
-def kubectl(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(KUBECTL), *args], input=input, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "KUBECONFIG": kubeconfig()})
-    if check and proc.returncode != 0:
-        pytest.fail(f"kubectl {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
 @pytest.fixture(scope="module")
 def namespace(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    kubeconfig()
-    ns = f"mlp-kb-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", ns)
-    # Pods are refused until the namespace's default ServiceAccount exists (slow under load).
-    for _ in range(600):
-        if kubectl("-n", ns, "get", "serviceaccount", "default", check=False).returncode == 0:
-            break
-        time.sleep(0.1)
-    kubectl("-n", ns, "wait", "serviceaccount/default", "--for=create", "--timeout=60s")
-    # Shared storage: a RWX volume bound to the claim the backend mounts (kwok never mounts it).
-    pv = {
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": f"{ns}-data"},
-        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"],
-                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
-                 "hostPath": {"path": f"/srv/{ns}"}, "claimRef": {"namespace": ns, "name": PVC}},
-    }
-    pvc = {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": PVC, "namespace": ns},
-        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": f"{ns}-data",
-                 "resources": {"requests": {"storage": "10Gi"}}},
-    }
-    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [pv, pvc]}))
-    kubectl("-n", ns, "wait", f"pvc/{PVC}", "--for=jsonpath={.status.phase}=Bound", "--timeout=60s")
-    yield ns
-    kubectl("delete", "namespace", ns, "--wait=false", check=False)
-    kubectl("delete", "pv", f"{ns}-data", "--wait=false", check=False)
+    with namespace_with_claim("mlp-kb") as ns:
+        yield ns
 
 
 @pytest.fixture

@@ -14,39 +14,19 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+
 import yaml
 
 from notebooks import realistic_notebook
+from kubetest import PVC, kubeconfig, kubectl, namespace_with_claim
 
 ROOT = Path(__file__).resolve().parents[2]
-KUBECTL = ROOT / ".testenv" / "bin" / "kubectl"
-PVC = "mlp-data"
 GPU_NODE = "mlp-gpu-0"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-
-
-def kubeconfig() -> str:
-    path = os.environ.get("MLP_TEST_KUBECONFIG")
-    if not path:
-        pytest.fail("MLP_TEST_KUBECONFIG is not set: run via make test (make kube-up exports it)")
-    if not Path(path).is_file():
-        pytest.fail(f"MLP_TEST_KUBECONFIG={path} does not exist: run make kube-up")
-    if not KUBECTL.exists():
-        pytest.fail(f"{KUBECTL} is missing: run make kube-up")
-    return path
-
-
-def kubectl(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([str(KUBECTL), *args], input=input, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "KUBECONFIG": kubeconfig()})
-    if check and proc.returncode != 0:
-        pytest.fail(f"kubectl {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def get_json(ns: str, *what: str) -> dict[str, Any]:
@@ -56,33 +36,8 @@ def get_json(ns: str, *what: str) -> dict[str, Any]:
 @pytest.fixture
 def namespace() -> Any:
     """A fresh namespace with an RWX claim bound to a volume (kwok never mounts it)."""
-    kubeconfig()
-    ns = f"mlp-srv-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", ns)
-    # Pods are refused until the namespace's default ServiceAccount exists (slow under load).
-    for _ in range(600):
-        if kubectl("-n", ns, "get", "serviceaccount", "default", check=False).returncode == 0:
-            break
-        time.sleep(0.1)
-    kubectl("-n", ns, "wait", "serviceaccount/default", "--for=create", "--timeout=60s")
-    pv = {
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": f"{ns}-data"},
-        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"],
-                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
-                 "hostPath": {"path": f"/srv/{ns}"}, "claimRef": {"namespace": ns, "name": PVC}},
-    }
-    pvc = {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": PVC, "namespace": ns},
-        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": f"{ns}-data",
-                 "resources": {"requests": {"storage": "10Gi"}}},
-    }
-    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [pv, pvc]}))
-    kubectl("-n", ns, "wait", f"pvc/{PVC}", "--for=jsonpath={.status.phase}=Bound", "--timeout=60s")
-    yield ns
-    kubectl("delete", "namespace", ns, "--wait=false", check=False)
-    kubectl("delete", "pv", f"{ns}-data", "--wait=false", check=False)
+    with namespace_with_claim("mlp-srv") as ns:
+        yield ns
 
 
 @pytest.fixture
