@@ -36,6 +36,24 @@ def kubectl(*args: str, input: str | None = None, check: bool = True) -> subproc
     return proc
 
 
+def claim_manifests(ns: str, claim: str = PVC) -> dict:
+    """A RWX PersistentVolume bound to the claim `claim` in `ns`: shared storage as NFS/EFS would be."""
+    pv = {
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": f"{ns}-data"},
+        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                 "hostPath": {"path": f"/srv/{ns}"}, "claimRef": {"namespace": ns, "name": claim}},
+    }
+    pvc = {
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "namespace": ns},
+        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": f"{ns}-data",
+                 "resources": {"requests": {"storage": "10Gi"}}},
+    }
+    return {"apiVersion": "v1", "kind": "List", "items": [pv, pvc]}
+
+
 @contextmanager
 def namespace_with_claim(prefix: str) -> Iterator[str]:
     """A fresh namespace whose claim PVC is bound to a RWX volume (shared storage; kwok never mounts it)."""
@@ -44,20 +62,7 @@ def namespace_with_claim(prefix: str) -> Iterator[str]:
     kubectl("create", "namespace", ns)
     # Pods are refused until the namespace's default ServiceAccount exists (slow under load).
     kubectl("-n", ns, "wait", "serviceaccount/default", "--for=create", "--timeout=60s")
-    pv = {
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": f"{ns}-data"},
-        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"],
-                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
-                 "hostPath": {"path": f"/srv/{ns}"}, "claimRef": {"namespace": ns, "name": PVC}},
-    }
-    pvc = {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": PVC, "namespace": ns},
-        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": f"{ns}-data",
-                 "resources": {"requests": {"storage": "10Gi"}}},
-    }
-    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [pv, pvc]}))
+    kubectl("apply", "-f", "-", input=json.dumps(claim_manifests(ns)))
     kubectl("-n", ns, "wait", f"pvc/{PVC}", "--for=jsonpath={.status.phase}=Bound", "--timeout=60s")
     try:
         yield ns

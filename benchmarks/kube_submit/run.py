@@ -52,6 +52,7 @@ import httpx  # noqa: E402
 
 from mlplatform_server.backends.kubernetes import manifests as mf  # noqa: E402
 from mlplatform_server.backends.kubernetes.client import KubeClient  # noqa: E402
+from kubetest import claim_manifests  # noqa: E402
 from notebooks import realistic_notebook  # noqa: E402
 
 PVC = "mlp-data"
@@ -85,20 +86,7 @@ def make_namespace(ns: str) -> None:
     """A namespace with an RWX claim bound to a hostPath volume (kwok never mounts it)."""
     kubectl("create", "namespace", ns)
     kubectl("-n", ns, "wait", "serviceaccount/default", "--for=create", "--timeout=60s")
-    pv = {
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": f"{ns}-data"},
-        "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"],
-                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
-                 "hostPath": {"path": f"/srv/{ns}"}, "claimRef": {"namespace": ns, "name": PVC}},
-    }
-    pvc = {
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": PVC, "namespace": ns},
-        "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": f"{ns}-data",
-                 "resources": {"requests": {"storage": "10Gi"}}},
-    }
-    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": [pv, pvc]}))
+    kubectl("apply", "-f", "-", input=json.dumps(claim_manifests(ns, PVC)))
     kubectl("-n", ns, "wait", f"pvc/{PVC}", "--for=jsonpath={.status.phase}=Bound", "--timeout=60s")
 
 

@@ -27,6 +27,16 @@ def read_text(path: Path) -> str:
         return ""
 
 
+def append_text(path: Path, text: str) -> None:
+    """Add to a run's kept log; a log that cannot be written never fails the caller."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as fh:
+            fh.write(text)
+    except OSError:
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -68,7 +68,7 @@ import docker.types
 
 from ..errors import BackendError
 from .base import Backend, DeploymentSpec, DeploymentStatus, Hardware, RunSpec, RunState, RunStatus
-from .common import free_port, ping, read_result, read_text
+from .common import append_text, free_port, ping, read_result, read_text
 
 log = logging.getLogger(__name__)
 
@@ -387,7 +387,7 @@ class DockerBackend(Backend):
         try:
             container = await self._call(self._create_and_start, name, labels, options)
         except BackendError as exc:
-            _append(spec.run_dir / "logs.txt", f"MLP_ERROR {exc.message}\n")
+            append_text(spec.run_dir / "logs.txt", f"MLP_ERROR {exc.message}\n")
             raise
         return container.id
 
@@ -623,14 +623,6 @@ def _deploy_log(spec: DeploymentSpec) -> Path:
     return (spec.deploy_dir or spec.artifacts.parent) / "logs.txt"
 
 
-
-def _append(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as fh:
-            fh.write(text)
-    except OSError:
-        pass
 
 
 def _explanation(exc: Exception) -> str:

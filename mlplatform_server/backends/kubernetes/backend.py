@@ -27,7 +27,7 @@ from typing import Any
 
 from ...errors import BackendError
 from ..base import Backend, DeploymentSpec, DeploymentStatus, RunSpec, RunState, RunStatus
-from ..common import read_result, read_text
+from ..common import append_text, read_result, read_text
 from . import manifests as mf
 from .cache import Informer
 from .client import ApiError, KubeClient
@@ -376,7 +376,7 @@ class KubernetesBackend(Backend):
                 text = await self.client.pod_log(self.namespace, pod, mf.CONTAINER)
             except ApiError as exc:  # e.g. the node's kubelet is unreachable: free the rest anyway
                 log.warning("run %s: could not keep the log of pod %s: %s", spec.run_id, pod, exc)
-                _append(spec.run_dir / "logs.txt", f"MLP_WARNING the pod's log could not be kept: {exc.message}\n")
+                append_text(spec.run_dir / "logs.txt", f"MLP_WARNING the pod's log could not be kept: {exc.message}\n")
             else:
                 if text is not None:
                     _write_atomic(spec.run_dir / "logs.txt", text)
@@ -449,11 +449,3 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.write_text(text)
     os.replace(tmp, path)
 
-
-def _append(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as fh:
-            fh.write(text)
-    except OSError:
-        pass
