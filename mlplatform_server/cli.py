@@ -253,8 +253,9 @@ def train(ref: str, hps: tuple[str, ...], hardware: str | None, environment: str
 @main.command()
 @click.argument("ref")
 @click.option("--env", "environment", default=None, help="Environment whose image to build on (see `mlp profiles`).")
-@click.option("--builder", type=click.Choice(["layer", "engine", "auto"]), default="auto", show_default=True,
-              help="layer: append the code onto the environment image in the registry; engine: docker build.")
+@click.option("--builder", type=click.Choice(["layer", "engine", "buildkit", "auto"]), default="auto",
+              show_default=True, help="layer: append the code onto the environment image in the registry; engine: "
+              "docker build; buildkit: a rootless BuildKit Job (kubernetes backend).")
 @click.option("--context", "context_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="The notebook's folder: its other files go into the image (.mlpignore, else .gitignore, applies).")
 @click.option("--dockerfile", is_flag=True, help="Print the generated Dockerfile; build nothing.")
@@ -263,7 +264,7 @@ def build(ref: str, environment: str | None, builder: str, context_dir: Path | N
           as_json: bool) -> None:
     """Containerize MODEL[:VERSION]: build its image, push it, and record it on the version."""
     name, version = split_ref(ref)
-    api = Client(timeout=900.0)  # an engine build installs packages
+    api = Client(timeout=1900.0)  # an engine build installs packages; a buildkit Job may take its 1800 s
     if version is None:
         version = api.get(f"/models/{name}")["latest_version"]
     folder = str(context_dir.resolve()) if context_dir else None
@@ -309,7 +310,7 @@ def runs_list(status: str | None, model: str | None, limit: int | None, offset: 
     page = client().get("/runs", status=status, model=model, limit=limit, offset=offset)
     emit(page, as_json, lambda p: table(
         [{**r, "model": f"{r['model']}:{r['version']}", "metrics": " ".join(f"{k}={v:g}" for k, v in r["metrics"].items())}
-         for r in p["items"]], ["id", "kind", "status", "model", "metrics", "created_at"]))
+         for r in p["items"]], ["id", "kind", "status", "model", "schedule", "metrics", "created_at"]))
 
 
 @runs.command("show")
@@ -365,15 +366,34 @@ def runs_replicate(run_id: str, wait: bool, as_json: bool) -> None:
 @click.option("--replicas", type=int, default=1, show_default=True)
 @click.option("--hardware", default=None)
 @click.option("--env", "environment", default=None)
+@click.option("--min-replicas", type=int, default=None, help="Autoscale (kubernetes): at least this many replicas.")
+@click.option("--max-replicas", type=int, default=None, help="Autoscale (kubernetes): at most this many replicas.")
+@click.option("--target-cpu", type=int, default=None, help="Autoscale (kubernetes): average CPU use to keep, in "
+              "percent of the requested CPU (default 70).")
 @click.option("--wait", is_flag=True, help="Wait until it answers /ping.")
 @json_option
 def deploy(ref: str, run_id: str, name: str | None, replicas: int, hardware: str | None,
-           environment: str | None, wait: bool, as_json: bool) -> None:
-    """Serve MODEL[:VERSION] trained by --run at URL/invocations; prints the URL."""
+           environment: str | None, min_replicas: int | None, max_replicas: int | None, target_cpu: int | None,
+           wait: bool, as_json: bool) -> None:
+    """Serve MODEL[:VERSION] trained by --run at URL/invocations; prints the URL. Deploying to an
+    existing name is a rolling update to a new revision."""
     model, version = split_ref(ref)
     api = client()
-    dep = api.post("/deployments", {"model": model, "version": version, "run_id": run_id, "name": name,
-                                    "replicas": replicas, "hardware": hardware, "environment": environment})
+    body = {"model": model, "version": version, "run_id": run_id, "name": name,
+            "replicas": replicas, "hardware": hardware, "environment": environment}
+    autoscale = _autoscale_body(min_replicas, max_replicas, target_cpu)
+    if autoscale is not None:
+        body["autoscale"] = autoscale
+    _wait_deployment(api, api.post("/deployments", body), wait, as_json)
+
+
+def _autoscale_body(low: int | None, high: int | None, target_cpu: int | None) -> dict[str, int] | None:
+    values = {"min": low, "max": high, "target_cpu": target_cpu}
+    return {k: v for k, v in values.items() if v is not None} or None
+
+
+def _wait_deployment(api: Client, dep: dict[str, Any], wait: bool, as_json: bool) -> None:
+    """With wait, poll until the deployment is no longer deploying; print it; exit 1 unless ready."""
     delay = 0.2
     while wait and dep["status"] == "deploying":
         time.sleep(delay)
@@ -387,7 +407,7 @@ def deploy(ref: str, run_id: str, name: str | None, replicas: int, hardware: str
 
 @main.group(cls=Group)
 def deployments() -> None:
-    """List and delete deployments."""
+    """List, roll back, scale and delete deployments."""
 
 
 @deployments.command("list")
@@ -413,6 +433,156 @@ def deployments_show(name: str, as_json: bool) -> None:
 def deployments_delete(name: str, as_json: bool) -> None:
     client().delete(f"/deployments/{name}")
     emit({"deleted": name}, as_json, lambda d: f"deleted {d['deleted']}")
+
+
+@deployments.command("revisions")
+@click.argument("name")
+@json_option
+def deployments_revisions(name: str, as_json: bool) -> None:
+    """Every revision deployed to NAME (* marks the one served now)."""
+    data = client().deployment_revisions(name)
+    emit(data, as_json, lambda d: table(
+        [{**r, "revision": f"{r['revision']}{'*' if r['current'] else ''}", "model": f"{r['model']}:{r['version']}",
+          "hardware": (r["hardware"] or {}).get("name"), "rollback_of": r["rollback_of"]} for r in d["items"]],
+        ["revision", "model", "run_id", "hardware", "replicas", "rollback_of", "created_by", "created_at"]))
+
+
+@deployments.command("rollback")
+@click.argument("name")
+@click.option("--revision", type=int, default=None, help="The revision to serve again (default: the previous one).")
+@click.option("--wait", is_flag=True, help="Wait until it answers /ping.")
+@json_option
+def deployments_rollback(name: str, revision: int | None, wait: bool, as_json: bool) -> None:
+    """Serve an earlier revision of NAME again (a rolling update to a new revision)."""
+    api = client()
+    _wait_deployment(api, api.rollback_deployment(name, revision), wait, as_json)
+
+
+@deployments.command("scale")
+@click.argument("name")
+@click.option("--replicas", type=int, required=True, help="How many replicas (0 only on kubernetes); turns "
+              "autoscaling off.")
+@click.option("--wait", is_flag=True, help="Wait until it answers /ping.")
+@json_option
+def deployments_scale(name: str, replicas: int, wait: bool, as_json: bool) -> None:
+    """Run NAME with a fixed number of replicas."""
+    api = client()
+    _wait_deployment(api, api.scale_deployment(name, replicas=replicas), wait, as_json)
+
+
+@deployments.command("autoscale")
+@click.argument("name")
+@click.option("--min", "low", type=int, default=None, help="At least this many replicas.")
+@click.option("--max", "high", type=int, default=None, help="At most this many replicas.")
+@click.option("--target-cpu", type=int, default=None, help="Average CPU use to keep, in percent of the "
+              "requested CPU (default 70).")
+@click.option("--off", is_flag=True, help="Turn autoscaling off (back to the fixed replicas).")
+@json_option
+def deployments_autoscale(name: str, low: int | None, high: int | None, target_cpu: int | None, off: bool,
+                          as_json: bool) -> None:
+    """Autoscale NAME on CPU use with a HorizontalPodAutoscaler (kubernetes backend)."""
+    autoscale = _autoscale_body(low, high, target_cpu)
+    if off == (autoscale is not None):
+        raise PlatformError("give --min and --max (and optionally --target-cpu), or --off")
+    api = client()
+    _wait_deployment(api, api.scale_deployment(name, autoscale=autoscale, autoscale_off=off), False, as_json)
+
+
+# -- schedules ----------------------------------------------------------------
+@main.group(cls=Group)
+def schedules() -> None:
+    """Batch prediction on a cron schedule; every firing is a recorded run."""
+
+
+def schedule_summary(d: dict[str, Any]) -> str:
+    state = "suspended" if d["suspended"] else f"next {d.get('next_fire_at') or '-'}"
+    lines = [
+        f"schedule   {d['name']} ({d['id']}, {d['backend']})",
+        f"cron       {d['schedule']}" + (f"  ({d['timezone']})" if d.get("timezone") else "  (UTC)") + f"   {state}",
+        f"model      {d['model']}:{d['version']}   trained by run {d['source_run_id']}",
+        f"inputs     {d['inputs']}",
+        f"outputs    {d['outputs']}",
+        f"last       {d.get('last_fired_at') or '-'}" + (f"  run {d['last_run_id']}" if d.get("last_run_id") else ""),
+    ]
+    if d.get("last_error"):
+        lines.append(f"error      {d['last_error']}")
+    if "runs" in d:
+        lines += ["", table(d["runs"], ["id", "status", "outputs", "created_at"])]
+    return "\n".join(lines)
+
+
+@schedules.command("create")
+@click.argument("name")
+@click.option("--model", "ref", required=True, help="MODEL or MODEL:VERSION (default: the latest, pinned now).")
+@click.option("--source-run", "source_run", required=True, help="The succeeded training run whose artifacts to use.")
+@click.option("--inputs", required=True, type=click.Path(exists=True, path_type=Path), help="Input file or folder.")
+@click.option("--outputs", required=True,
+              help="Output path pattern with {run_id} (each firing writes its own), optionally {date}.")
+@click.option("--cron", "cron_expr", required=True, help="e.g. '0 * * * *' (minute hour day month weekday) or @daily.")
+@click.option("--timezone", default=None, help="IANA time zone of the cron expression (default UTC).")
+@click.option("--hardware", default=None)
+@click.option("--env", "environment", default=None)
+@click.option("--starting-deadline", type=int, default=None,
+              help="Seconds a late firing may still start (default 300).")
+@click.option("--suspended", is_flag=True, help="Create it suspended.")
+@json_option
+def schedules_create(name: str, ref: str, source_run: str, inputs: Path, outputs: str, cron_expr: str,
+                     timezone: str | None, hardware: str | None, environment: str | None,
+                     starting_deadline: int | None, suspended: bool, as_json: bool) -> None:
+    """Run MODEL's batch_predict over --inputs on a cron schedule."""
+    import os
+
+    model, version = split_ref(ref)
+    data = client().create_schedule(
+        name, model, source_run, str(inputs.resolve()), os.path.abspath(os.path.expanduser(outputs)), cron_expr,
+        version=version, hardware=hardware, environment=environment, timezone=timezone,
+        starting_deadline_seconds=starting_deadline, suspended=suspended or None)
+    emit(data, as_json, schedule_summary)
+
+
+@schedules.command("list")
+@click.option("--limit", type=int, default=None)
+@click.option("--offset", type=int, default=0)
+@json_option
+def schedules_list(limit: int | None, offset: int, as_json: bool) -> None:
+    """Your schedules (an admin: everyone's)."""
+    page = client().schedules(limit=limit, offset=offset)
+    emit(page, as_json, lambda p: table(
+        [{**d, "model": f"{d['model']}:{d['version']}", "next": "suspended" if d["suspended"] else d["next_fire_at"]}
+         for d in p["items"]], ["name", "schedule", "model", "next", "last_run_id", "owner"]))
+
+
+@schedules.command("show")
+@click.argument("name")
+@json_option
+def schedules_show(name: str, as_json: bool) -> None:
+    """A schedule and its recent runs."""
+    emit(client().schedule(name), as_json, schedule_summary)
+
+
+@schedules.command("delete")
+@click.argument("name")
+@json_option
+def schedules_delete(name: str, as_json: bool) -> None:
+    """Stop firing; running firings are cancelled; their runs stay on record."""
+    client().delete_schedule(name)
+    emit({"deleted": name}, as_json, lambda d: f"deleted {d['deleted']}")
+
+
+@schedules.command("suspend")
+@click.argument("name")
+@json_option
+def schedules_suspend(name: str, as_json: bool) -> None:
+    """Stop firing until resumed."""
+    emit(client().suspend_schedule(name), as_json, schedule_summary)
+
+
+@schedules.command("resume")
+@click.argument("name")
+@json_option
+def schedules_resume(name: str, as_json: bool) -> None:
+    """Fire again; a firing missed within the starting deadline starts at once."""
+    emit(client().resume_schedule(name), as_json, schedule_summary)
 
 
 # -- profiles, users ----------------------------------------------------------
@@ -445,6 +615,68 @@ def users_create(name: str, admin: bool, as_json: bool) -> None:
 def users_token(name: str, note: str, as_json: bool) -> None:
     """Create an API token for NAME (shown once)."""
     emit(client().post(f"/users/{name}/tokens", {"note": note}), as_json, lambda d: d["token"])
+
+
+# -- credentials --------------------------------------------------------------
+@main.group(cls=Group)
+def credentials() -> None:
+    """Your credentials (GitHub token, passwords): environment variables of your runs and deployments."""
+
+
+def user_option(func: Callable) -> Callable:
+    return click.option("--user", default=None, help="Admins: act on this user's credentials.")(func)
+
+
+def credential_value(key: str, value_stdin: bool, from_env: str | None) -> str:
+    """The value from stdin, an environment variable or a hidden prompt; never from argv (shell history)."""
+    import os
+
+    if value_stdin and from_env:
+        raise PlatformError("give one of --value-stdin and --from-env, not both")
+    if from_env:
+        if from_env not in os.environ:
+            raise PlatformError(f"the environment variable {from_env} is not set")
+        return os.environ[from_env]
+    if value_stdin:
+        value = sys.stdin.read()
+        return value[:-2] if value.endswith("\r\n") else value[:-1] if value.endswith("\n") else value
+    if not sys.stdin.isatty():
+        raise PlatformError(f"no value for {key}: pipe it in with --value-stdin, name an environment variable "
+                            "with --from-env VAR, or run in a terminal to be prompted")
+    return click.prompt(f"Value of {key}", hide_input=True, confirmation_prompt=True)
+
+
+@credentials.command("list")
+@user_option
+@json_option
+def credentials_list(user: str | None, as_json: bool) -> None:
+    """Names of your credentials and when each was set (values are never shown)."""
+    emit(client().credentials(user), as_json, lambda d: table(d["items"], ["key", "updated_at"]))
+
+
+@credentials.command("set")
+@click.argument("key")
+@click.option("--value-stdin", is_flag=True, help="Read the value from standard input (one final newline dropped).")
+@click.option("--from-env", metavar="VAR", default=None, help="Take the value from the environment variable VAR.")
+@user_option
+@json_option
+def credentials_set(key: str, value_stdin: bool, from_env: str | None, user: str | None, as_json: bool) -> None:
+    """Set KEY (an environment variable name, e.g. GITHUB_TOKEN) for your runs and deployments.
+
+    The value never comes from the command line (it would stay in your shell history): pipe it with
+    --value-stdin, name a variable with --from-env, or type it at the hidden prompt."""
+    value = credential_value(key, value_stdin, from_env)
+    emit(client().set_credential(key, value, user), as_json, lambda d: f"set {d['key']} for {d['user']}")
+
+
+@credentials.command("delete")
+@click.argument("key")
+@user_option
+@json_option
+def credentials_delete(key: str, user: str | None, as_json: bool) -> None:
+    """Delete KEY."""
+    client().delete_credential(key, user)
+    emit({"deleted": key, **({"user": user} if user else {})}, as_json, lambda d: f"deleted {d['deleted']}")
 
 
 @main.command()

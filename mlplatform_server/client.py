@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -46,6 +47,18 @@ class Client:
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
 
+    # -- credentials: names out, values in only ----------------------------------------------
+    def credentials(self, user: str | None = None) -> dict[str, Any]:
+        """{"user", "items": [{"key", "updated_at"}]}: never the values."""
+        return self.get("/credentials", user=user)
+
+    def set_credential(self, key: str, value: str, user: str | None = None) -> dict[str, Any]:
+        return self.request("PUT", f"/credentials/{quote(key, safe='')}", json={"value": value},
+                            params=_only_set(user=user))
+
+    def delete_credential(self, key: str, user: str | None = None) -> None:
+        self.request("DELETE", f"/credentials/{quote(key, safe='')}", params=_only_set(user=user))
+
     def stream_text(self, path: str, **params: Any) -> Iterator[str]:
         try:
             with self._http.stream("GET", path, params=params, timeout=None) as response:
@@ -55,6 +68,49 @@ class Client:
                 yield from response.iter_text()
         except httpx.HTTPError as exc:
             raise ApiError(0, f"Lost the connection to the platform API at {self.url}: {exc}") from None
+
+    # -- deployments: revisions, rollback, scale ------------------------------------------------
+    def deployment_revisions(self, name: str) -> dict[str, Any]:
+        return self.get(f"/deployments/{name}/revisions")
+
+    def rollback_deployment(self, name: str, revision: int | None = None) -> dict[str, Any]:
+        return self.post(f"/deployments/{name}/rollback", {} if revision is None else {"revision": revision})
+
+    def scale_deployment(self, name: str, replicas: int | None = None,
+                         autoscale: dict[str, int] | None = None, autoscale_off: bool = False) -> dict[str, Any]:
+        """A fixed number of replicas, or autoscale {"min", "max", "target_cpu"}, or autoscale_off."""
+        body: dict[str, Any] = {} if replicas is None else {"replicas": replicas}
+        if autoscale is not None or autoscale_off:
+            body["autoscale"] = autoscale
+        return self.post(f"/deployments/{name}/scale", body)
+
+    # -- schedules: batch prediction on a cron schedule ---------------------------------------
+    def create_schedule(self, name: str, model: str, source_run_id: str, inputs: str, outputs: str, schedule: str,
+                        **options: Any) -> dict[str, Any]:
+        """``options``: version, hardware, environment, timezone, starting_deadline_seconds, suspended."""
+        body = {"name": name, "model": model, "source_run_id": source_run_id, "inputs": inputs,
+                "outputs": outputs, "schedule": schedule, **_only_set(**options)}
+        return self.post("/schedules", body)
+
+    def schedules(self, limit: int | None = None, offset: int = 0) -> dict[str, Any]:
+        return self.get("/schedules", limit=limit, offset=offset)
+
+    def schedule(self, name: str) -> dict[str, Any]:
+        """One schedule with its recent runs (``runs``)."""
+        return self.get(f"/schedules/{quote(name, safe='')}")
+
+    def delete_schedule(self, name: str) -> None:
+        self.delete(f"/schedules/{quote(name, safe='')}")
+
+    def suspend_schedule(self, name: str) -> dict[str, Any]:
+        return self.post(f"/schedules/{quote(name, safe='')}/suspend")
+
+    def resume_schedule(self, name: str) -> dict[str, Any]:
+        return self.post(f"/schedules/{quote(name, safe='')}/resume")
+
+
+def _only_set(**params: Any) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
 
 
 def _decode(response: httpx.Response) -> Any:

@@ -94,9 +94,39 @@ class HardwareSize(_Strict):
         return data
 
 
+class BuildKitSettings(_Strict):
+    """The `buildkit` builder's Job (kubernetes backend; see builders/buildkit.py). ``image`` is a
+    rootless BuildKit image, best mirrored into the cluster's own registry. ``push_secret``: an
+    existing ``kubernetes.io/dockerconfigjson`` Secret to push with (else one is made per build
+    from the server's --registry-auth file). ``labels`` / ``annotations`` go on the build pod."""
+
+    image: str = "moby/buildkit:v0.24.0-rootless"
+    cpu: float = Field(default=2, gt=0)
+    memory: str = "4Gi"
+    ephemeral_storage: str = "20Gi"
+    timeout_seconds: int = Field(default=1800, ge=60)
+    ttl_seconds: int = Field(default=600, ge=0)
+    push_secret: str | None = None
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("memory", "ephemeral_storage")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        parse_quantity(value)
+        return value
+
+
+class BuildersConfig(_Strict):
+    buildkit: BuildKitSettings = Field(default_factory=BuildKitSettings)
+
+
 class PlatformConfig(_Strict):
     environments: list[Environment] = Field(min_length=1)
     hardware: list[HardwareSize] = Field(min_length=1)
+    builders: BuildersConfig = Field(default_factory=BuildersConfig)
 
     @model_validator(mode="after")
     def _unique_and_defaults(self) -> "PlatformConfig":

@@ -468,8 +468,8 @@ class RelayHandler(BaseHandler):
 
     async def _relay(self, method: str) -> None:
         path = self._platform_path()
-        body = self.request.body if method == "POST" else None
-        if method == "POST" and not body:
+        body = self.request.body if method in ("POST", "PUT") else None
+        if method in ("POST", "PUT") and not body:
             body = b"{}"
         if method == "GET" and _LOGS_PATH.match(path):
             return await self._relay_stream(path)
@@ -535,6 +535,11 @@ class RelayHandler(BaseHandler):
     @authorized
     async def delete(self, _path: str) -> None:
         await self._relay("DELETE")
+
+    @web.authenticated
+    @authorized
+    async def put(self, _path: str) -> None:  # e.g. credentials/KEY
+        await self._relay("PUT")
 
 
 # -- entry points ----------------------------------------------------------------

@@ -8,14 +8,13 @@ namespace with an RWX claim (as tests/kube/test_server_kubernetes.py makes it):
 
 - platform: a real `mlp server --backend kubernetes --namespace NS --pvc CLAIM` subprocess on
   127.0.0.1; a tiny model is saved once, then --count ``POST /api/v1/runs`` with --concurrency
-  requests in flight (httpx.AsyncClient). A 201 means the run's token Secret and Job are created
-  (the backend makes three API calls per run: Secret, Job, owner patch of the Secret).
+  requests in flight (httpx.AsyncClient). A 201 means the run is recorded and its Job created (the
+  backend makes one API call per run: the Job; the pod's run token is a projected service-account
+  token, no Secret).
 - bare: the same number of Jobs created straight through the platform's own async client
   (mlplatform_server/backends/kubernetes/client.py), same concurrency. Each Job is the platform's
   own Job (read back from one warm-up run, renamed, its platform labels swapped for a bench label
   so the server's watches ignore it): same shape, same size.
-- bare, same calls (informative): Secret + Job + owner patch per run, as the backend does, without
-  the platform around it; it separates the cost of the three calls from the cost of the platform.
 
 Between phases the script waits (bounded) for the Job controller to catch up (one pod per Job), so
 a phase does not pay for the previous one's pods. Everything stays on loopback (the API server of
@@ -169,18 +168,12 @@ def job_template(created: dict[str, Any]) -> dict[str, Any]:
     return job
 
 
-def bare_job(template: dict[str, Any], name: str, phase: str, token_secret: str | None = None) -> dict[str, Any]:
+def bare_job(template: dict[str, Any], name: str, phase: str) -> dict[str, Any]:
     job = copy.deepcopy(template)
     job["metadata"]["name"] = name
     job["metadata"]["labels"] = strip_labels(job["metadata"].get("labels"), phase)
     tmeta = job["spec"]["template"].setdefault("metadata", {})
     tmeta["labels"] = strip_labels(tmeta.get("labels"), phase)
-    if token_secret:
-        for container in job["spec"]["template"]["spec"]["containers"]:
-            for env in container.get("env") or []:
-                ref = (env.get("valueFrom") or {}).get("secretKeyRef")
-                if ref and ref.get("key") == mf.TOKEN_KEY:
-                    ref["name"] = token_secret
     return job
 
 
@@ -221,25 +214,13 @@ async def bounded(count: int, concurrency: int, one) -> tuple[float, list[float]
     return time.perf_counter() - start, latencies
 
 
-async def bare_phase(name: str, count: int, concurrency: int, template: dict[str, Any], ns: str,
-                     with_secret: bool) -> Phase:
+async def bare_phase(name: str, count: int, concurrency: int, template: dict[str, Any]) -> Phase:
     client = KubeClient.from_kubeconfig(kubeconfig())
     phase = Phase(name)
     tag = uuid.uuid4().hex[:6]
-    label = "bare3" if with_secret else "bare"
 
     async def one(i: int) -> None:
-        job_name = f"bench-{label}-{tag}-{i}"
-        if not with_secret:
-            await client.create(bare_job(template, job_name, label))
-            return
-        secret_name = f"{job_name}-token"
-        job = bare_job(template, job_name, label, token_secret=secret_name)
-        secret = mf.make_secret(secret_name, ns, {mf.TOKEN_KEY: "x" * 32}, job["metadata"]["labels"])
-        await client.apply(secret)
-        created = await client.create(job)
-        await client.patch("v1", "Secret", ns, secret_name,
-                           {"metadata": {"ownerReferences": [mf.owner_reference(created)]}})
+        await client.create(bare_job(template, f"bench-bare-{tag}-{i}", "bare"))
 
     try:
         await one(-1)  # connections and TLS made before the clock starts (the server's are warm too)
@@ -283,8 +264,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=500, help="runs through the platform and Jobs bare (500)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight, both ways (16)")
-    parser.add_argument("--no-bare-calls", action="store_true",
-                        help="skip the informative bare Secret+Job+patch phase")
     parser.add_argument("--settle", type=float, default=120.0, help="max seconds to wait between phases")
     parser.add_argument("--keep", action="store_true", help="keep the namespace (for a look afterwards)")
     args = parser.parse_args()
@@ -313,7 +292,7 @@ def main() -> None:
         template = job_template(job)
         pods = 1
 
-        bare = asyncio.run(bare_phase("bare loop (Job only)", args.count, args.concurrency, template, ns, False))
+        bare = asyncio.run(bare_phase("bare loop", args.count, args.concurrency, template))
         print(bare.line(), flush=True)
         pods += args.count
         waited = settle(ns, pods, args.settle)
@@ -326,14 +305,6 @@ def main() -> None:
         made = len(ids) - len(missing)
         print(f"  ({made}/{len(ids)} platform Jobs found in the namespace)", flush=True)
 
-        bare3 = None
-        if not args.no_bare_calls:
-            waited = settle(ns, pods, args.settle)
-            print(f"  (waited {waited:.0f} s for the Job controller to make {pods} pods)", flush=True)
-            bare3 = asyncio.run(bare_phase("bare Secret+Job+patch", args.count, args.concurrency, template, ns,
-                                           True))
-            print(bare3.line(), flush=True)
-
         ratio = plat.seconds / bare.seconds
         ok_rate = plat.rate >= GOAL_RATE and made == len(ids)
         ok_ratio = ratio <= GOAL_RATIO
@@ -342,9 +313,6 @@ def main() -> None:
               f"{'met' if ok_rate else 'NOT met'}")
         print(f"overhead: {ratio:6.2f}× the bare loop   goal ≤ {GOAL_RATIO}×          "
               f"{'met' if ok_ratio else 'NOT met'}   (bare {bare.rate:.1f} Jobs/s)")
-        if bare3 is not None:
-            print(f"          {plat.seconds / bare3.seconds:6.2f}× the bare loop making the same three calls per run "
-                  f"(Secret, Job, owner patch; {bare3.rate:.1f} Jobs/s) — informative")
     finally:
         if server is not None:
             server.stop()

@@ -35,7 +35,7 @@ class BaseHandler(web.RequestHandler):
     async def prepare(self) -> None:
         if self.public:
             return
-        self.principal = self.platform.auth.authenticate(self._token())
+        self.principal = await self.platform.auth.authenticate_request(self._token())
 
     def _token(self) -> str | None:
         header = self.request.headers.get("Authorization", "")

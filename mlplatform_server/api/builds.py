@@ -28,7 +28,7 @@ class BuildHandler(BaseHandler):
             "dockerfile": ctx.dockerfile(),
             "files": sorted(ctx.files),
             "size": ctx.size,
-            "builder": "engine" if ctx.has_requirements else "layer",
+            "builder": self.platform.builds.auto_builder(ctx),
         })
 
     async def post(self, name: str, version: str) -> None:

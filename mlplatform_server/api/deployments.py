@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..services.deployments import DeployRequest
+from ..services.deployments import DeployRequest, ScaleRequest
+from ..services.paging import check_fields
 from .base import BaseHandler
 
 
@@ -24,3 +25,21 @@ class DeploymentHandler(BaseHandler):
         await self.platform.deployments.delete(self.caller, name)
         self.set_status(204)
         self.finish()
+
+
+class RevisionsHandler(BaseHandler):
+    def get(self, name: str) -> None:
+        self.send(self.platform.deployments.revisions(self.caller, name))
+
+
+class RollbackHandler(BaseHandler):
+    async def post(self, name: str) -> None:
+        body = self.json_body()
+        check_fields(body, {"revision"})
+        self.send(await self.platform.deployments.rollback(self.caller, name, body.get("revision")))
+
+
+class ScaleHandler(BaseHandler):
+    async def post(self, name: str) -> None:
+        request = ScaleRequest.from_json(self.json_body())
+        self.send(await self.platform.deployments.scale(self.caller, name, request))

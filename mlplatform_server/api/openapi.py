@@ -42,6 +42,24 @@ _BODIES: dict[tuple[str, str], dict[str, Any]] = {
             "timeout_seconds": {"type": "integer"},
         },
     },
+    ("/schedules", "post"): {
+        "type": "object",
+        "required": ["name", "model", "source_run_id", "inputs", "outputs", "schedule"],
+        "properties": {
+            "name": {"type": "string", "description": "unique; lowercase letters, digits and '-'"},
+            "model": {"type": "string"},
+            "version": {"type": "string", "description": "default: the latest (pinned when created)"},
+            "source_run_id": {"type": "string", "description": "the succeeded training run whose artifacts to use"},
+            "inputs": {"type": "string", "description": "absolute path"},
+            "outputs": {"type": "string", "description": "absolute path pattern with {run_id} (and {date})"},
+            "schedule": {"type": "string", "description": "cron: 'minute hour day-of-month month day-of-week' or @daily..."},
+            "timezone": {"type": "string", "description": "IANA name; default UTC"},
+            "hardware": {"type": "string"},
+            "environment": {"type": "string"},
+            "starting_deadline_seconds": {"type": "integer", "minimum": 10},
+            "suspended": {"type": "boolean"},
+        },
+    },
     ("/deployments", "post"): {
         "type": "object",
         "required": ["model", "run_id"],
@@ -50,14 +68,50 @@ _BODIES: dict[tuple[str, str], dict[str, Any]] = {
             "run_id": {"type": "string"},
             "version": {"type": "string"},
             "name": {"type": "string"},
-            "replicas": {"type": "integer", "minimum": 1},
+            "replicas": {"type": "integer", "minimum": 1, "maximum": 64},
             "hardware": {"type": "string"},
             "environment": {"type": "string"},
+            "autoscale": {"$ref": "#/components/schemas/Autoscale"},
+        },
+    },
+    ("/deployments/{name}/rollback", "post"): {
+        "type": "object",
+        "properties": {"revision": {"type": "integer", "minimum": 1, "description": "default: the previous revision"}},
+    },
+    ("/deployments/{name}/scale", "post"): {
+        "type": "object",
+        "properties": {
+            "replicas": {"type": "integer", "minimum": 0, "maximum": 64, "description": "fixed replicas; autoscaling off"},
+            "autoscale": {"$ref": "#/components/schemas/Autoscale"},
         },
     },
 }
 
-_PAGED = {"/models", "/runs", "/deployments"}
+_AUTOSCALE = {
+    "type": ["object", "null"],
+    "description": "A HorizontalPodAutoscaler (kubernetes backend only); null turns it off",
+    "required": ["min", "max"],
+    "properties": {
+        "min": {"type": "integer", "minimum": 1, "maximum": 64},
+        "max": {"type": "integer", "minimum": 1, "maximum": 64},
+        "target_cpu": {"type": "integer", "minimum": 1, "maximum": 100, "default": 70},
+    },
+}
+
+_PAGED = {"/models", "/runs", "/deployments", "/schedules"}
+
+_CREDENTIAL_BODY = {
+    "type": "object",
+    "required": ["value"],
+    "properties": {"value": {"type": "string", "minLength": 1, "description": "at most 16 KiB; never answered back"}},
+}
+_BODIES[("/credentials/{key}", "put")] = _CREDENTIAL_BODY
+# Query parameters beyond paging, by route path (every verb).
+_QUERY: dict[str, list[dict[str, Any]]] = {
+    "/credentials": [{"name": "user", "in": "query", "schema": {"type": "string"},
+                      "description": "admins: another user's credentials"}],
+}
+_QUERY["/credentials/{key}"] = _QUERY["/credentials"]
 
 
 @lru_cache(maxsize=1)
@@ -88,6 +142,8 @@ def openapi_document() -> dict[str, Any]:
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
                     {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                 ]
+            if route.path in _QUERY:
+                op["parameters"] = op.get("parameters", []) + list(_QUERY[route.path])
             body = _BODIES.get((route.path.replace("/models/{name}/versions", "/models"), method))
             if body is not None or method == "post":
                 op["requestBody"] = {"content": {"application/json": {"schema": body or {"type": "object"}}}}
@@ -100,7 +156,7 @@ def openapi_document() -> dict[str, Any]:
         "info": {"title": "mlplatform API", "version": __version__},
         "paths": paths,
         "components": {
-            "schemas": {"Error": _ERROR},
+            "schemas": {"Error": _ERROR, "Autoscale": _AUTOSCALE},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

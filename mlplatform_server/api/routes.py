@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from tornado import web
 
-from . import builds, deployments, meta, models, runs
+from . import builds, credentials, deployments, meta, models, runs, schedules
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,8 @@ ROUTES: list[Route] = [
     Route("/profiles", meta.ProfilesHandler, {"get": "Environments and hardware sizes defined by the admin"}, "meta"),
     Route("/users", meta.UsersHandler, {"post": "Create a user (admin)"}, "users"),
     Route("/users/{user}/tokens", meta.TokensHandler, {"post": "Create an API token for a user (admin or self)"}, "users"),
+    Route("/credentials", credentials.CredentialsHandler, {"get": "Names and write times of your credentials (never values); admins: ?user=NAME"}, "credentials"),
+    Route("/credentials/{key}", credentials.CredentialHandler, {"put": "Set a credential, given to your runs and deployments as an environment variable", "delete": "Delete a credential"}, "credentials"),
     Route("/contract/inspect", models.InspectHandler, {"post": "What saving a notebook would find, without saving"}, "models"),
     Route("/models", models.ModelsHandler, {"get": "List models", "post": "Save a notebook or module as a model version"}, "models"),
     Route("/models/{name}", models.ModelHandler, {"get": "A model with its versions"}, "models"),
@@ -39,6 +41,13 @@ ROUTES: list[Route] = [
     Route("/runs/{run_id}/metrics", runs.MetricsHandler, {"get": "All metric points", "post": "Record metrics (run token)"}, "runs"),
     Route("/deployments", deployments.DeploymentsHandler, {"get": "List deployments", "post": "Deploy a trained run"}, "deployments"),
     Route("/deployments/{name}", deployments.DeploymentHandler, {"get": "One deployment", "delete": "Undeploy"}, "deployments"),
+    Route("/deployments/{name}/revisions", deployments.RevisionsHandler, {"get": "Every revision deployed to this name"}, "deployments"),
+    Route("/deployments/{name}/rollback", deployments.RollbackHandler, {"post": "Deploy an earlier revision again (default: the previous one)"}, "deployments"),
+    Route("/deployments/{name}/scale", deployments.ScaleHandler, {"post": "Set the replicas, or the autoscaler (kubernetes)"}, "deployments"),
+    Route("/schedules", schedules.SchedulesHandler, {"get": "List schedules", "post": "Schedule a batch prediction (cron)"}, "schedules"),
+    Route("/schedules/{name}", schedules.ScheduleHandler, {"get": "One schedule with its recent runs", "delete": "Delete a schedule; its running firings are cancelled"}, "schedules"),
+    Route("/schedules/{name}/suspend", schedules.SuspendHandler, {"post": "Stop firing until resumed"}, "schedules"),
+    Route("/schedules/{name}/resume", schedules.ResumeHandler, {"post": "Fire again (a firing missed within the starting deadline starts now)"}, "schedules"),
 ]
 
 PREFIX = "/api/v1"

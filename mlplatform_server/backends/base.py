@@ -10,11 +10,16 @@ watcher died.
 from __future__ import annotations
 
 import abc
+import dataclasses
+import datetime as dt
 import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:  # scheduling.py imports this module
+    from .scheduling import Firing, ScheduleSpec
 
 
 class RunState(str, enum.Enum):
@@ -86,6 +91,19 @@ class RunSpec:
 
 
 @dataclass(frozen=True)
+class Autoscale:
+    """A HorizontalPodAutoscaler's bounds: replicas between min and max, on average CPU use
+    (percent of the requested CPU). Only backends with ``scales_in_place`` support it."""
+
+    min_replicas: int
+    max_replicas: int
+    target_cpu: int = 70
+
+    def to_json(self) -> dict[str, int]:
+        return {"min": self.min_replicas, "max": self.max_replicas, "target_cpu": self.target_cpu}
+
+
+@dataclass(frozen=True)
 class DeploymentSpec:
     deployment_id: str
     name: str
@@ -99,6 +117,10 @@ class DeploymentSpec:
     env: dict[str, str]
     replicas: int = 1
     deploy_dir: Path | None = None  # logs of the serving processes
+    autoscale: Autoscale | None = None  # replicas are then the autoscaler's (see Backend.scales_in_place)
+    # Bumped by every change the platform rolls out (deploy, rollback, scale): a backend that
+    # replaces its server on a change names the new one with it (the docker backend's container).
+    generation: int = 1
 
     @property
     def labels(self) -> dict[str, str]:
@@ -131,6 +153,20 @@ class Backend(abc.ABC):
     memory the process may have lost."""
 
     name: str = "abstract"
+    # False: the backend gives a run's workload its own identity (see authenticate_workload), so
+    # the platform issues no run token and none is passed in RunSpec.env.
+    issues_run_tokens: bool = True
+
+    async def authenticate_workload(self, token: str) -> str | None:
+        """The reference (as :meth:`submit` returned it) of the run whose workload presented
+        ``token``, a credential the backend gave the run's pods; None if it is not one."""
+        return None
+
+    def changed_refs(self) -> set[str] | None:
+        """References of the runs whose state may have changed since the last call, for a backend
+        that watches (the reconcile loop then reads only those between full passes); None: any
+        may have (e.g. nothing is watched, or a watch was rebuilt)."""
+        return None
 
     @abc.abstractmethod
     async def submit(self, spec: RunSpec) -> str:
@@ -163,8 +199,88 @@ class Backend(abc.ABC):
     async def undeploy(self, ref: str, spec: DeploymentSpec) -> None:
         """Stop serving. Idempotent."""
 
+    #: True when `scale` changes the replicas of a running deployment in place (0 included) and
+    #: `spec.autoscale` is honoured. Otherwise the platform scales by deploying a new server with
+    #: `spec.replicas` worker processes and stopping the old one (at least 1, no autoscaling).
+    scales_in_place: bool = False
+
+    async def scale(self, ref: str, spec: DeploymentSpec) -> None:
+        """Make the running deployment `spec.replicas` replicas, or autoscaled by `spec.autoscale`."""
+        raise NotImplementedError(f"the {self.name} backend does not scale in place")
+
     async def close(self) -> None:
         """Release clients. Runs and deployments keep going."""
+
+    # -- users' credentials (services/credentials.py) -------------------------------------
+    #: False: the platform attaches a `CredentialStore` (encrypted in its database) and the backend
+    #: puts the values in the environment of each run and deployment it starts (`with_credentials`).
+    #: True: the backend keeps them itself and overrides the methods below (Kubernetes: one Secret
+    #: per user, referenced by envFrom, so no value is ever in a pod spec).
+    keeps_credentials: bool = False
+    credential_store: "CredentialStore | None" = None
+
+    def _credential_store(self) -> "CredentialStore":
+        if self.credential_store is None:
+            from ..errors import BackendError
+
+            raise BackendError(f"the {self.name} backend has no credential store")
+        return self.credential_store
+
+    async def put_credential(self, user: str, key: str, value: str) -> dt.datetime | None:
+        """Create or replace one credential of ``user``; the time it was written."""
+        return self._credential_store().put(user, key, value)
+
+    async def delete_credential(self, user: str, key: str) -> bool:
+        """Remove one credential; False when ``user`` had none named ``key``."""
+        return self._credential_store().delete(user, key)
+
+    async def credential_keys(self, user: str) -> dict[str, dt.datetime | None]:
+        """Names of ``user``'s credentials → when each was last written (never the values)."""
+        return self._credential_store().keys(user)
+
+    async def credential_env(self, user: str) -> dict[str, str]:
+        """Values to put in the environment of ``user``'s runs and deployments ({} where the backend
+        references them instead)."""
+        return self.credential_store.values(user) if self.credential_store is not None else {}
+
+    async def with_credentials(self, spec: SpecT) -> SpecT:
+        """``spec`` with its user's credentials added to ``env``; the platform's own variables win."""
+        extra = await self.credential_env(spec.user)
+        return dataclasses.replace(spec, env={**extra, **spec.env}) if extra else spec
+
+    # -- scheduled batch prediction (services/schedules.py, backends/scheduling.py) -------
+    #: True: the backend fires schedules itself (Kubernetes: a CronJob) and reports each firing
+    #: through `schedule_firings`; the platform records a run for each. False: the platform's own
+    #: scheduler submits an ordinary batch-prediction run at each due time.
+    fires_schedules: bool = False
+
+    async def create_schedule(self, spec: "ScheduleSpec") -> str:
+        """Start firing ``spec`` (suspended if ``spec.suspended``); return a reference."""
+        raise NotImplementedError(f"the {self.name} backend does not fire schedules")
+
+    async def suspend_schedule(self, ref: str, suspended: bool) -> None:
+        """Stop (True) or restart (False) firing. Idempotent."""
+        raise NotImplementedError(f"the {self.name} backend does not fire schedules")
+
+    async def delete_schedule(self, ref: str) -> None:
+        """Stop firing for good, and stop the firings still running. Idempotent."""
+        raise NotImplementedError(f"the {self.name} backend does not fire schedules")
+
+    async def schedule_firings(self) -> "list[Firing]":
+        """Every firing of every schedule the backend still knows of (recorded or not)."""
+        return []
+
+
+class CredentialStore(Protocol):
+    """Where a backend without its own keeps users' credentials (store/credentials.py)."""
+
+    def put(self, user: str, key: str, value: str) -> dt.datetime: ...
+    def delete(self, user: str, key: str) -> bool: ...
+    def keys(self, user: str) -> dict[str, dt.datetime | None]: ...
+    def values(self, user: str) -> dict[str, str]: ...
+
+
+SpecT = TypeVar("SpecT", RunSpec, DeploymentSpec)
 
 
 _SUFFIXES = {

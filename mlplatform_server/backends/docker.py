@@ -381,7 +381,8 @@ class DockerBackend(Backend):
         return options
 
     async def submit(self, spec: RunSpec) -> str:
-        options = await self._call(self._run_options, spec)
+        # The user's credentials go into the container's environment (Config.Env).
+        options = await self._call(self._run_options, await self.with_credentials(spec))
         labels = {**spec.labels, MANAGED_LABEL: "true"}
         name = f"mlp-run-{spec.run_id}"
         try:
@@ -531,9 +532,11 @@ class DockerBackend(Backend):
 
     async def deploy(self, spec: DeploymentSpec) -> str:
         port = free_port()
-        options = await self._call(self._deploy_options, spec, port)
+        options = await self._call(self._deploy_options, await self.with_credentials(spec), port)
         labels = {**spec.labels, MANAGED_LABEL: "true"}
-        name = f"mlp-dep-{spec.name}-{spec.deployment_id[:6]}"
+        # One container per generation: a new version, rollback or scale starts a new container
+        # before the platform stops the old one (a retried deploy of the same generation reuses it).
+        name = f"mlp-dep-{spec.name}-{spec.deployment_id[:6]}-{spec.generation}"
         container = await self._call(self._create_and_start, name, labels, options)
         env = dict(e.split("=", 1) for e in (container.attrs.get("Config") or {}).get("Env") or [] if "=" in e)
         if env.get("MLP_PORT", "").isdigit():  # a reused container keeps its own port

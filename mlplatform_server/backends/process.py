@@ -114,7 +114,8 @@ class ProcessBackend(Backend):
         spec.run_dir.mkdir(parents=True, exist_ok=True)
         if spec.outputs is not None:
             spec.outputs.parent.mkdir(parents=True, exist_ok=True)
-        return self._spawn([spec.action], spec.env, spec.run_dir / "logs.txt", spec.run_dir)
+        env = (await self.with_credentials(spec)).env  # the user's credentials as environment variables
+        return self._spawn([spec.action], env, spec.run_dir / "logs.txt", spec.run_dir)
 
     async def status(self, ref: str, spec: RunSpec) -> RunStatus:
         pid, _, _ = _parse_ref(ref)
@@ -160,6 +161,7 @@ class ProcessBackend(Backend):
 
     # -- deployments ---------------------------------------------------------
     async def deploy(self, spec: DeploymentSpec) -> str:
+        spec = await self.with_credentials(spec)  # the user's credentials as environment variables
         port = free_port()
         deploy_dir = spec.deploy_dir or spec.artifacts.parent
         deploy_dir.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,8 @@ Inputs (environment variables set by the backend; a flag of the same name, e.g.
 ``MLP_RUN_ID``           the run (for serving: the training run whose artifacts are served)
 ``MLP_URL``, ``MLP_RUN_TOKEN``  platform API and run-scoped token; without both, metrics
                          are only printed (``MLP_METRIC {json}`` lines on stdout)
+``MLP_RUN_TOKEN_FILE``   instead of ``MLP_RUN_TOKEN``: a file holding the token, read afresh
+                         for each request (Kubernetes: the pod's projected service-account token)
 ``MLP_INPUTS``, ``MLP_OUTPUTS``  batch prediction paths (the parent of outputs is created)
 ``MLP_RESULT_PATH``      train / batch-predict: the JSON result file, written atomically on
                          every exit path the runtime controls

@@ -29,6 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--url", help=f"platform API base URL, for metrics; ${ENV_VARS['url']}")
         p.add_argument("--run-token", help=f"run-scoped API token; prefer ${ENV_VARS['run_token']} "
                        "(a command line is visible to other users)")
+        p.add_argument("--run-token-file", help="a file holding the run token, read for each request")
 
     def job(p: argparse.ArgumentParser) -> None:
         common(p)

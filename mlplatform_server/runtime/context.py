@@ -32,6 +32,7 @@ ENV_VARS = {
     "run_id": "MLP_RUN_ID",
     "url": "MLP_URL",
     "run_token": "MLP_RUN_TOKEN",
+    "run_token_file": "MLP_RUN_TOKEN_FILE",
     "inputs": "MLP_INPUTS",
     "outputs": "MLP_OUTPUTS",
     "result_path": "MLP_RESULT_PATH",
@@ -67,6 +68,7 @@ class RuntimeConfig:
     run_id: str | None = None
     url: str | None = None
     token: str | None = None
+    token_file: Path | None = None  # re-read on every use: Kubernetes rotates projected tokens
     inputs: Path | None = None
     outputs: Path | None = None
     result_path: Path | None = None
@@ -133,6 +135,7 @@ class RuntimeConfig:
             run_id=get("run_id"),
             url=url.rstrip("/") if url else None,
             token=get("run_token"),
+            token_file=path("run_token_file"),
             inputs=path("inputs"),
             outputs=path("outputs"),
             result_path=path("result_path"),

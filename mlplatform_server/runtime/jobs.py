@@ -101,7 +101,7 @@ def run_job(action: str, flags: Mapping[str, Any] | None = None, environ: Mappin
     try:
         try:
             config = RuntimeConfig.load(action, flags, env)
-            reporter = MetricReporter(config.run_id, config.url, config.token)
+            reporter = MetricReporter(config.run_id, config.url, config.token, token_file=config.token_file)
             if action == "train":
                 config.artifacts.mkdir(parents=True, exist_ok=True)
             if config.outputs is not None:

@@ -21,6 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 PREFIX = "MLP_METRIC "
@@ -62,10 +63,12 @@ class MetricReporter:
     """One per process. ``log_metric`` is what the user's Model gets."""
 
     def __init__(self, run_id: str | None, url: str | None, token: str | None,
-                 retry_seconds: float | None = None) -> None:
+                 retry_seconds: float | None = None, token_file: Path | None = None) -> None:
         self.run_id = run_id
         self.endpoint = None
-        if url and token and run_id:
+        self._token_file = token_file
+        has_token = bool(token or token_file)
+        if url and has_token and run_id:
             self.endpoint = f"{url.rstrip('/')}/api/v1/runs/{urllib.request.quote(run_id, safe='')}/metrics"
         self._token = token
         if retry_seconds is None:
@@ -84,7 +87,7 @@ class MetricReporter:
         self.delivered = 0
         self.undelivered = 0
         self._opener = urllib.request.build_opener()
-        if url and token and not run_id:
+        if url and has_token and not run_id:
             self._warn("MLP_URL and MLP_RUN_TOKEN are set but MLP_RUN_ID is not: metrics are only printed")
 
     # -- the user's side -----------------------------------------------------
@@ -162,6 +165,16 @@ class MetricReporter:
                 batch.append(nxt)
             self._send(batch)
 
+    def _current_token(self) -> str:
+        """The run token; from ``token_file`` (a projected service-account token on Kubernetes,
+        which the kubelet rotates) it is read afresh for every request."""
+        if self._token_file is not None:
+            try:
+                return self._token_file.read_text().strip()
+            except OSError:
+                return ""
+        return self._token or ""
+
     def _send(self, batch: list[dict[str, Any]]) -> bool:
         assert self.endpoint is not None
         body = json.dumps({"metrics": batch}).encode()
@@ -169,7 +182,7 @@ class MetricReporter:
             self.endpoint,
             data=body,
             method="POST",
-            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self._token}"},
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {self._current_token()}"},
         )
         give_up_at = time.monotonic() + self.retry_seconds
         delay = 0.2

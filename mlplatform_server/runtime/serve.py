@@ -262,7 +262,7 @@ async def _worker(config: RuntimeConfig, sockets: list[socket.socket], index: in
         stop.set()
 
     state = _State()
-    reporter = MetricReporter(config.run_id, config.url, config.token)
+    reporter = MetricReporter(config.run_id, config.url, config.token, token_file=config.token_file)
     server = tornado.httpserver.HTTPServer(make_app(state))
     server.add_sockets(sockets)
     code = EXIT_OK

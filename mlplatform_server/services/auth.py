@@ -1,6 +1,8 @@
-"""Who is calling: admin token, user API tokens, run-scoped tokens.
+"""Who is calling: admin token, user API tokens, run-scoped tokens, and workload tokens.
 
-Tokens are random secrets shown once; only their SHA-256 digests are stored.
+Tokens are random secrets shown once; only their SHA-256 digests are stored. A backend that gives
+a run's pods their own identity (Kubernetes: a projected service-account token checked with a
+TokenReview) answers for the tokens the platform does not know itself.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -42,14 +45,41 @@ def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+WorkloadAuthenticator = Callable[[str], Awaitable["tuple[str, str] | None"]]
+
+
 class AuthService:
-    def __init__(self, store: Store, admin_token: str, admin_name: str = "admin") -> None:
+    """``workload``: for a token the platform did not issue, the (backend, reference) of the run
+    whose workload presented it, or None (see ``Backend.authenticate_workload``)."""
+
+    def __init__(self, store: Store, admin_token: str, admin_name: str = "admin",
+                 workload: WorkloadAuthenticator | None = None) -> None:
         self.store = store
         self._admin_token = admin_token
         self.admin_name = admin_name
+        self._workload = workload
         with store.session() as s:
             if s.get(m.User, admin_name) is None:
                 s.add(m.User(name=admin_name, admin=True))
+
+    async def authenticate_request(self, token: str | None) -> Principal:
+        """:meth:`authenticate`, then the backend's workload identity for an unknown token."""
+        try:
+            return self.authenticate(token)
+        except Unauthorized:
+            if not token or self._workload is None:
+                raise
+        found = await self._workload(token)
+        if found is not None:
+            backend, ref = found
+            with self.store.session() as s:
+                run = s.execute(
+                    select(m.Run.id, m.Run.launched_by).where(
+                        m.Run.backend == backend, m.Run.backend_ref == ref, m.Run.finished_at.is_(None))
+                ).first()
+            if run is not None:
+                return Principal(run.launched_by, run_id=run.id)
+        raise Unauthorized("Invalid API token")
 
     def authenticate(self, token: str | None) -> Principal:
         if not token:

@@ -29,8 +29,10 @@ MODEL_REPOSITORY = "mlplatform/models/{name}"
 class BuildService:
     def __init__(self, store: Store, config: PlatformConfig, models: ModelService, data_dir: Path,
                  registry_url: str | None = None, registry_auth_file: Path | str | None = None,
-                 docker_host: str | None = None, max_context_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 docker_host: str | None = None, max_context_bytes: int = DEFAULT_MAX_BYTES,
+                 backend: Any = None) -> None:
         self.store = store
+        self.backend = backend  # the buildkit builder uses the kubernetes backend's client (read only)
         self.config = config
         self.models = models
         self.data_dir = Path(data_dir)
@@ -89,33 +91,74 @@ class BuildService:
                 "No registry is configured for image builds: start the server with --registry URL "
                 "(or MLP_REGISTRY)") from None
 
-    def build_sync(self, caller: Principal, name: str, version: str | None, environment: str | None = None,
-                   builder: str | None = None, context_dir: str | None = None) -> dict[str, Any]:
-        from ..builders.engine import build_engine
-        from ..builders.layer import build_layer
+    def auto_builder(self, ctx: BuildContext) -> str:
+        """What `auto` means for `ctx`: layer when there is nothing to install, else buildkit on
+        Kubernetes (no Docker daemon there) and engine elsewhere."""
+        if not ctx.has_requirements:
+            return "layer"
+        return "buildkit" if self._on_kubernetes() else "engine"
 
+    def _on_kubernetes(self) -> bool:
+        return getattr(self.backend, "name", None) == "kubernetes"
+
+    def _plan(self, caller: Principal, name: str, version: str | None, environment: str | None,
+              builder: str | None, context_dir: str | None) -> tuple[BuildContext, str, ImageRef, str]:
+        """Check the request and resolve it: (context, builder, target image, registry URL)."""
         builder = builder or "auto"
         if builder not in BUILDERS:
             raise InvalidInput(f"Unknown builder {builder!r}: choose one of {', '.join(BUILDERS)}")
+        if builder == "buildkit" and not self._on_kubernetes():
+            raise InvalidInput(
+                "The buildkit builder runs a BuildKit Job on Kubernetes, and this platform runs with the "
+                f"{getattr(self.backend, 'name', 'unknown')} backend: use --builder engine (or layer when there "
+                "is no requirements.txt)")
         ctx = self.context(caller, name, version, environment, context_dir)
         if builder == "auto":
-            builder = "engine" if ctx.has_requirements else "layer"
+            builder = self.auto_builder(ctx)
         if builder == "layer" and ctx.has_requirements:
             raise InvalidInput("requirements.txt lists packages to install, which the layer builder cannot do: "
                                "use --builder engine (or auto)")
         registry_url = self._registry(ctx)
         target = ImageRef(registry_host(registry_url), MODEL_REPOSITORY.format(name=name), tag=ctx.version)
+        return ctx, builder, target, registry_url
+
+    def _record(self, caller: Principal, ctx: BuildContext, result: Any, environment: str | None) -> dict[str, Any]:
+        # Recorded only now: the registry has every blob and the manifest.
+        self.models.set_image(caller, ctx.model, ctx.version, result.image)
+        log.info("built %s:%s with %s in %.2fs: %s (%s bytes uploaded)", ctx.model, ctx.version, result.builder,
+                 result.seconds, result.image, result.bytes_uploaded)
+        return {**result.to_json(), "model": ctx.model, "version": ctx.version,
+                "environment": self.config.environment(environment).name}
+
+    def build_sync(self, caller: Principal, name: str, version: str | None, environment: str | None = None,
+                   builder: str | None = None, context_dir: str | None = None) -> dict[str, Any]:
+        planned = self._plan(caller, name, version, environment, builder, context_dir)
+        if planned[1] == "buildkit":
+            raise InvalidInput("The buildkit builder waits for a Kubernetes Job: use build(), not build_sync()")
+        return self._build_here(caller, *planned, environment)
+
+    def _build_here(self, caller: Principal, ctx: BuildContext, builder: str, target: ImageRef, registry_url: str,
+                    environment: str | None) -> dict[str, Any]:
+        """The layer and engine builders, in this process (blocking)."""
+        from ..builders.engine import build_engine
+        from ..builders.layer import build_layer
+
         if builder == "layer":
             result = build_layer(ctx, target, registry_url, self.registry_auth_file)
         else:
             result = build_engine(ctx, target, registry_url, self.registry_auth_file, self.docker_host)
-        # Recorded only now: the registry has every blob and the manifest.
-        self.models.set_image(caller, name, ctx.version, result.image)
-        log.info("built %s:%s with %s in %.2fs: %s (%s bytes uploaded)", name, ctx.version, result.builder,
-                 result.seconds, result.image, result.bytes_uploaded)
-        return {**result.to_json(), "model": name, "version": ctx.version,
-                "environment": self.config.environment(environment).name}
+        return self._record(caller, ctx, result, environment)
 
     async def build(self, caller: Principal, name: str, version: str | None, environment: str | None = None,
                     builder: str | None = None, context_dir: str | None = None) -> dict[str, Any]:
-        return await asyncio.to_thread(self.build_sync, caller, name, version, environment, builder, context_dir)
+        from ..builders.buildkit import build_buildkit
+
+        ctx, resolved, target, registry_url = await asyncio.to_thread(
+            self._plan, caller, name, version, environment, builder, context_dir)
+        if resolved != "buildkit":
+            return await asyncio.to_thread(self._build_here, caller, ctx, resolved, target, registry_url, environment)
+        backend = self.backend  # a KubernetesBackend: only its client, namespace and artifact store are used
+        result = await build_buildkit(ctx, target, registry_url, self.registry_auth_file, client=backend.client,
+                                      namespace=backend.namespace, artifacts=backend.artifacts,
+                                      settings=self.config.builders.buildkit, user=caller.name)
+        return await asyncio.to_thread(self._record, caller, ctx, result, environment)

@@ -9,12 +9,15 @@ from pathlib import Path
 
 from ..backends.base import Backend
 from ..config import PlatformConfig
+from ..store.credentials import KEY_FILE, CredentialVault
 from ..store.db import Store
 from .auth import AuthService
 from .builds import BuildService
+from .credentials import CredentialService
 from .deployments import DeploymentService
 from .models import ModelService
 from .runs import RunService
+from .schedules import ScheduleService
 
 log = logging.getLogger("mlplatform")
 
@@ -35,14 +38,26 @@ class Platform:
         self.backend = backend
         self.config = config
         data_dir = Path(settings.data_dir)
-        self.auth = AuthService(store, settings.admin_token)
+        self.auth = AuthService(store, settings.admin_token, workload=self._workload_run)
         self.models = ModelService(store, data_dir)
         self.runs = RunService(store, backend, config, self.models, data_dir, settings.api_url)
         self.deployments = DeploymentService(store, backend, config, self.models, self.runs, data_dir)
-        self.builds = BuildService(store, config, self.models, data_dir)
+        self.builds = BuildService(store, config, self.models, data_dir, backend=backend)
+        if not backend.keeps_credentials:  # one machine: encrypted in the DB, key file in the data dir
+            backend.credential_store = CredentialVault(store, data_dir / KEY_FILE)
+        self.credentials = CredentialService(store, backend)
+        self.schedules = ScheduleService(store, backend, config, self.models, self.runs)
         self._loop_task: asyncio.Task | None = None
 
+    async def _workload_run(self, token: str) -> tuple[str, str] | None:
+        ref = await self.backend.authenticate_workload(token)
+        return (self.backend.name, ref) if ref is not None else None
+
     async def reconcile_once(self) -> None:
+        try:  # fire what is due (or record the CronJobs' firings) first: then their runs are tracked
+            await self.schedules.reconcile_once()
+        except Exception:
+            log.exception("scheduling pass failed; retrying")
         await self.runs.reconcile_once()
         await self.deployments.reconcile_once()
 

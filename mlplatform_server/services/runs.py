@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import math
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import selectinload
 
 from .. import contract
 from ..backends.base import Backend, Hardware, RunSpec, RunState, RunStatus
@@ -23,6 +25,10 @@ from ..store.db import Store
 from .auth import Principal, digest, new_token
 from .models import ModelService, stored_contract
 from .paging import Page, check_fields, paginate
+
+# Between full reconcile passes a watching backend's changes are enough (see Backend.changed_refs);
+# a full pass still reads every unfinished run this often (timeouts, anything a watch missed).
+FULL_PASS_SECONDS = 30.0
 
 log = logging.getLogger("mlplatform.runs")
 
@@ -85,6 +91,8 @@ def run_to_json(run: m.Run, metrics: dict[str, float] | None = None) -> dict[str
         "inputs": run.inputs,
         "outputs": run.outputs,
         "timeout_seconds": run.timeout_seconds,
+        "schedule_id": run.schedule_id,
+        "schedule": run.schedule.name if run.schedule is not None else None,
         "metrics": metrics if metrics is not None else last_metrics(run),
         "created_at": _iso(run.created_at),
         "started_at": _iso(run.started_at),
@@ -125,19 +133,24 @@ class RunService:
         self.models = models
         self.data_dir = Path(data_dir)
         self.api_url = api_url
+        self._last_full_pass = float("-inf")
+        self._unmatched_refs: set[str] = set()
 
     def run_dir(self, run_id: str) -> Path:
         return self.data_dir / "runs" / run_id
 
     # -- submit --------------------------------------------------------------
-    async def submit(self, caller: Principal, req: RunRequest, replicated_from: str | None = None) -> dict[str, Any]:
+    async def submit(self, caller: Principal, req: RunRequest, replicated_from: str | None = None, *,
+                     run_id: str | None = None, schedule_id: str | None = None) -> dict[str, Any]:
+        """``run_id`` / ``schedule_id``: a schedule's firing (services/schedules.py) chooses its run's
+        id beforehand (its outputs path holds it)."""
         caller.require_user()
         if req.kind not in KINDS:
             raise InvalidInput(f"Unknown run kind {req.kind!r}: expected one of {', '.join(KINDS)}")
         env_cfg = self.config.environment(req.environment)
         size = self.config.hardware_size(req.hardware)
-        token = new_token()
-        run_id = uuid.uuid4().hex[:16]
+        token = new_token() if self.backend.issues_run_tokens else None
+        run_id = run_id or uuid.uuid4().hex[:16]
         with self.store.session() as s:
             version = self.models.resolve(s, caller, req.model, req.version)
             info = stored_contract(version.module_source)
@@ -159,17 +172,19 @@ class RunService:
                 git_commit=version.git_commit,
                 launched_by=caller.name,
                 backend=self.backend.name,
-                token_digest=digest(token),
+                token_digest=digest(token) if token else None,
                 source_run_id=source_run.id if source_run else None,
                 replicated_from=replicated_from,
                 inputs=req.inputs,
                 outputs=req.outputs,
                 timeout_seconds=req.timeout_seconds,
+                schedule_id=schedule_id,
             )
             s.add(run)
             s.flush()
             self.models.ensure_module_file(version)
             spec = self.spec_for(run, token)
+            answer = run_to_json(run, metrics={})  # what a GET would say: the reference is not shown
         try:
             ref = await self.backend.submit(spec)
         except Exception as exc:  # the run is recorded as failed to start, never left pending
@@ -179,7 +194,7 @@ class RunService:
             raise BackendError(f"Run {run_id} {reason}", run_id=run_id) from None
         with self.store.session() as s:
             s.execute(update(m.Run).where(m.Run.id == run_id).values(backend_ref=ref))
-        return self.get(caller, run_id)
+        return answer
 
     def _batch_source(self, s, caller: Principal, req: RunRequest, version: m.ModelVersion) -> m.Run:
         if not req.source_run_id:
@@ -338,11 +353,26 @@ class RunService:
 
     # -- reconciliation ------------------------------------------------------
     async def reconcile_once(self) -> None:
-        """Ask the backend for the true state of every unfinished run and record it."""
+        """Ask the backend for the true state of unfinished runs and record it: every one on a
+        full pass; between full passes (a watching backend), only those it says changed."""
+        changed = self.backend.changed_refs()
+        now = time.monotonic()
+        query = select(m.Run).where(m.Run.status.in_(ACTIVE), m.Run.backend == self.backend.name)
+        if changed is None or now - self._last_full_pass >= FULL_PASS_SECONDS:
+            self._last_full_pass = now
+            self._unmatched_refs.clear()
+        else:
+            # A change seen before its run's reference was stored is looked at again next time.
+            refs = changed | self._unmatched_refs
+            if not refs:
+                return
+            query = query.where(m.Run.backend_ref.in_(refs))
         with self.store.session() as s:
             runs = s.execute(
-                select(m.Run).where(m.Run.status.in_(ACTIVE), m.Run.backend == self.backend.name)
+                query.options(selectinload(m.Run.version).selectinload(m.ModelVersion.model))
             ).scalars().all()
+            if changed is not None and now != self._last_full_pass:
+                self._unmatched_refs = refs - {r.backend_ref for r in runs}
             work = [(r.id, r.backend_ref, self.spec_for(r), r.status, r.started_at, r.timeout_seconds, r.reason)
                     for r in runs]
         for run_id, ref, spec, recorded, started_at, timeout, recorded_reason in work:

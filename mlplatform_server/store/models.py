@@ -68,6 +68,18 @@ class ApiToken(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class Credential(Base):
+    """A user's credential on the process and docker backends: the value only Fernet-encrypted
+    (key in DATA_DIR/credentials.key; store/credentials.py). Kubernetes keeps them in Secrets."""
+
+    __tablename__ = "credentials"
+
+    user: Mapped[str] = mapped_column(ForeignKey("users.name", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    ciphertext: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class Model(Base):
     __tablename__ = "models"
 
@@ -129,10 +141,16 @@ class Run(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # Scheduled batch prediction (migration 0004): the schedule that fired this run. No foreign
+    # key: the run stays on record (with this id) after its schedule is deleted.
+    schedule_id: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
 
     version: Mapped[ModelVersion] = relationship()
     metrics: Mapped[list["Metric"]] = relationship(
         back_populates="run", order_by="Metric.id", cascade="all, delete-orphan"
+    )
+    schedule: Mapped["Schedule | None"] = relationship(
+        primaryjoin="foreign(Run.schedule_id) == Schedule.id", viewonly=True
     )
 
 
@@ -169,6 +187,78 @@ class Deployment(Base):
     backend_ref: Mapped[str | None] = mapped_column(String(256), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # Revisions and scaling (migration 0003): the revision now served, a counter bumped by every
+    # rolled-out change (see DeploymentSpec.generation), and the autoscaler's bounds when it is on.
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    autoscale_min: Mapped[int | None] = mapped_column(Integer, default=None)
+    autoscale_max: Mapped[int | None] = mapped_column(Integer, default=None)
+    autoscale_target_cpu: Mapped[int | None] = mapped_column(Integer, default=None)
 
     version: Mapped[ModelVersion] = relationship()
     run: Mapped[Run] = relationship()
+    revisions: Mapped[list["DeploymentRevision"]] = relationship(
+        back_populates="deployment", order_by="DeploymentRevision.revision", cascade="all, delete-orphan"
+    )
+
+
+class DeploymentRevision(Base):
+    """What one deploy (or rollback) to a deployment name served: rollback redeploys one of these."""
+
+    __tablename__ = "deployment_revisions"
+    __table_args__ = (UniqueConstraint("deployment_id", "revision", name="uq_deployment_revision"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    deployment_id: Mapped[str] = mapped_column(ForeignKey("deployments.id", ondelete="CASCADE"), index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    image: Mapped[str | None] = mapped_column(String(512), default=None)
+    hardware: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    environment: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    replicas: Mapped[int] = mapped_column(Integer, default=1)
+    rollback_of: Mapped[int | None] = mapped_column(Integer, default=None)  # the revision it restored
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    deployment: Mapped[Deployment] = relationship(back_populates="revisions")
+    version: Mapped[ModelVersion] = relationship()
+    run: Mapped[Run] = relationship()
+
+
+class Schedule(Base):
+    """A scheduled batch prediction (migration 0004). Names are unique across the platform, like
+    deployment names: on Kubernetes every schedule is a CronJob in the one namespace."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    owner: Mapped[str] = mapped_column(String(128), index=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    source_run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"))
+    inputs: Mapped[str] = mapped_column(Text)
+    outputs: Mapped[str] = mapped_column(Text)  # a pattern: {run_id} and {date} are expanded per firing
+    cron: Mapped[str] = mapped_column(String(128))
+    timezone: Mapped[str | None] = mapped_column(String(64), default=None)
+    starting_deadline_seconds: Mapped[int] = mapped_column(Integer, default=300)
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    hardware: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    environment: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    image: Mapped[str | None] = mapped_column(String(512), default=None)
+    suspended: Mapped[bool] = mapped_column(Boolean, default=False)
+    backend: Mapped[str] = mapped_column(String(32))
+    backend_ref: Mapped[str | None] = mapped_column(String(256), default=None)
+    # The platform's own scheduler (backends that do not fire schedules themselves): the next due
+    # time, and a firing claimed but not yet recorded as a run (so a crash neither loses nor
+    # duplicates it: the run gets this id).
+    next_fire_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    firing_run_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    firing_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    last_fired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    last_run_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    version: Mapped[ModelVersion] = relationship()

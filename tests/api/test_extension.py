@@ -232,6 +232,18 @@ def test_relay_keeps_platform_errors(ext_call):
     assert status == 400 and "JSON" in body["message"]
 
 
+def test_credentials_through_the_relay(ext_call):
+    status, body = ext_call("PUT", "api", "credentials", "GITHUB_TOKEN", body={"value": "t0k-relayed"})
+    assert status == 200 and body["key"] == "GITHUB_TOKEN", body
+    assert "t0k-relayed" not in json.dumps(body)
+    status, body = ext_call("GET", "api", "credentials")
+    assert status == 200 and [i["key"] for i in body["items"]] == ["GITHUB_TOKEN"]
+    status, body = ext_call("PUT", "api", "credentials", "bad-name", body={"value": "x"})
+    assert status == 400 and "environment variable name" in body["message"]
+    assert ext_call("DELETE", "api", "credentials", "GITHUB_TOKEN")[0] == 204
+    assert ext_call("DELETE", "api", "credentials", "GITHUB_TOKEN")[0] == 404
+
+
 def test_missing_notebook_is_404(ext_call):
     status, body = ext_call("POST", "inspect", body={"path": "nowhere/missing.ipynb"})
     assert status == 404 and body["error"] == "not_found"

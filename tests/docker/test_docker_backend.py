@@ -339,7 +339,7 @@ async def test_deploy_ping_invocations_undeploy(backend, engine, test_image, tes
     ref = await backend.deploy(spec)
     container_id, _, port = ref.rpartition(":")
     info = engine.api.inspect_container(container_id)
-    assert info["Name"].lstrip("/") == f"mlp-dep-adder-{dep_id[:6]}"
+    assert info["Name"].lstrip("/") == f"mlp-dep-adder-{dep_id[:6]}-1"  # generation 1
     assert info["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     assert info["Config"]["Labels"]["mlplatform.deployment-id"] == dep_id
 

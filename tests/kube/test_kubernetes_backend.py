@@ -12,11 +12,13 @@ import json
 import time
 import uuid
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
-from mlplatform_server.backends.base import DeploymentSpec, Hardware, RunSpec, RunState
+from mlplatform_server.backends.base import Autoscale, DeploymentSpec, Hardware, RunSpec, RunState
 from mlplatform_server.backends.kubernetes import manifests as mf
 from mlplatform_server.backends.kubernetes.backend import KubernetesBackend
 from mlplatform_server.backends.kubernetes.client import ApiError, KubeClient
@@ -102,19 +104,62 @@ async def test_gpu1_run_lands_on_the_gpu_node_without_api_token_and_succeeds(bac
     pod_spec = pod["spec"]
     assert pod_spec["nodeName"] == GPU_NODE
     assert pod_spec["automountServiceAccountToken"] is False
-    assert not any(v.get("projected") for v in pod_spec["volumes"])  # no service-account token volume
+    # The only token is the run's: projected for the platform's audience, not the API server's.
+    projected = [v["projected"]["sources"] for v in pod_spec["volumes"] if v.get("projected")]
+    assert projected == [[{"serviceAccountToken": {"audience": mf.TOKEN_AUDIENCE, "expirationSeconds": 3600,
+                                                   "path": "token"}}]]
     [container] = pod_spec["containers"]
     assert container["resources"]["requests"]["nvidia.com/gpu"] == "1"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod_spec["tolerations"]
     assert container["image"] == f"registry.local:5000/mlp/env-gpu@{DIGEST}"
     assert pod_spec["securityContext"]["runAsNonRoot"] is True
-    # The token lives only in the per-run Secret, which the Job owns (deleted with it).
-    secret = await backend.client.get("v1", "Secret", backend.namespace, mf.run_token_secret_name(spec.run_id))
-    assert secret["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
-    await backend.cleanup(ref, spec)
-    assert await backend.client.get_or_none("v1", "Secret", backend.namespace,
-                                            mf.run_token_secret_name(spec.run_id)) is None
+    # Starting a run makes nothing but its Job: no per-run Secret.
+    secrets = await backend.client.list("v1", "Secret", backend.namespace,
+                                        label_selector=f"mlplatform.io/run-id={spec.run_id}")
+    assert secrets == []
+
+
+async def pod_token(backend: KubernetesBackend, pod: dict[str, Any], audience: str,
+                    client: KubeClient | None = None) -> str:
+    """A token bound to ``pod`` from the real TokenRequest API, as the kubelet projects it
+    (asked through ``client``, default the backend's)."""
+    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"audiences": [audience], "expirationSeconds": 600,
+                     "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": pod["metadata"]["name"],
+                                        "uid": pod["metadata"]["uid"]}}}
+    answer = await (client or backend.client).request(
+        "POST", f"/api/v1/namespaces/{backend.namespace}/serviceaccounts/default/token", json=body)
+    return answer["status"]["token"]
+
+
+async def test_run_pods_authenticate_with_their_projected_token(backend, data_dir):
+    """The token the kubelet projects into a run's pod (audience mlplatform) identifies that run's
+    Job through a real TokenReview; the API server itself refuses it; other tokens are refused."""
+    first, second = run_spec(data_dir, CPU), run_spec(data_dir, CPU)
+    refs = [await backend.submit(first), await backend.submit(second)]
+    pods = []
+    for ref in refs:
+        for _ in range(120):
+            found = await job_pods(backend, ref)
+            if found:
+                pods.append(found[0])
+                break
+            await asyncio.sleep(0.5)
+    assert len(pods) == 2
+    tokens = [await pod_token(backend, pod, mf.TOKEN_AUDIENCE) for pod in pods]
+    assert [await backend.authenticate_workload(t) for t in tokens] == refs
+    # A token for the API server's audience, garbage, and a platform-style token are not run tokens.
+    api_token = await pod_token(backend, pods[0], "https://kubernetes.default.svc.cluster.local")
+    assert await backend.authenticate_workload(api_token) is None
+    assert await backend.authenticate_workload("not.a.jwt") is None
+    assert await backend.authenticate_workload("plain-platform-token") is None
+    # The run token cannot be used against the Kubernetes API.
+    config = backend.client.config
+    async with httpx.AsyncClient(verify=False) as raw:  # no client certificate: the token alone
+        answer = await raw.get(f"{config.server}/api/v1/namespaces/{backend.namespace}/pods",
+                               headers={"Authorization": f"Bearer {tokens[0]}"})
+    assert answer.status_code == 401
 
 
 async def test_submit_is_idempotent(backend, data_dir):
@@ -136,7 +181,7 @@ async def test_status_survives_a_new_backend_instance(namespace, backend, data_d
         await fresh.close()
 
 
-async def test_cancel_deletes_the_job_and_its_secret(backend, data_dir):
+async def test_cancel_deletes_the_job(backend, data_dir):
     spec = run_spec(data_dir, CPU)
     manifest = backend.job_manifest(spec)
     manifest["spec"]["template"]["metadata"]["annotations"][COMPLETE_DELAY] = "300s"
@@ -146,8 +191,6 @@ async def test_cancel_deletes_the_job_and_its_secret(backend, data_dir):
     await backend.cancel(ref, spec)
     await backend.cancel(ref, spec)  # idempotent
     assert await backend.client.get_or_none("batch/v1", "Job", backend.namespace, ref) is None
-    assert await backend.client.get_or_none("v1", "Secret", backend.namespace,
-                                            mf.run_token_secret_name(spec.run_id)) is None
     status = await backend.status(ref, spec)
     assert (status.state, status.reason) == (RunState.FAILED, "the run's Job was deleted outside the platform")
     # With the pod gone, logs come from the copy kept in the run directory.
@@ -269,8 +312,7 @@ def test_server_dry_run_accepts_every_builder(namespace, tmp_path):
     dist = run_spec(data, Hardware(name="d", cpu=2, memory="4Gi", gpus=2, nodes=3))
     batch = run_spec(data, CPU, action="batch-predict", source_artifacts=data / "runs" / "x" / "artifacts",
                      inputs=data / "in.csv", outputs=data / "out" / "o.csv")
-    common = dict(namespace=namespace, image=None, secret_name="mlp-cred-alice", priority_class=None,
-                  run_token_secret="mlp-run-x-token")
+    common = dict(namespace=namespace, image=None, secret_name="mlp-cred-alice", priority_class=None)
     dist_job = mf.make_job(dist, artifacts=store, **common)
     dep = dep_spec(data)
     objects = [
@@ -309,18 +351,28 @@ ROLE_FILE = ROOT / "deploy" / "rbac" / "platform-role.yaml"
 
 
 @pytest.fixture(scope="module")
-def platform_sa(namespace: str) -> str:
-    """The shipped ServiceAccount, Role and RoleBinding, in the test namespace."""
+def platform_sa(namespace: str) -> Iterator[str]:
+    """The shipped ServiceAccount, Role and RoleBinding in the test namespace (and the
+    cluster-wide TokenReview role, named after the namespace so test modules do not collide)."""
     import yaml
 
     docs = [d for d in yaml.safe_load_all(ROLE_FILE.read_text()) if d]
-    assert {d["kind"] for d in docs} == {"ServiceAccount", "Role", "RoleBinding"}
+    assert {d["kind"] for d in docs} == {"ServiceAccount", "Role", "RoleBinding", "ClusterRole",
+                                         "ClusterRoleBinding"}
     for doc in docs:
-        doc["metadata"]["namespace"] = namespace
+        if doc["kind"].startswith("Cluster"):
+            doc["metadata"]["name"] = f"{doc['metadata']['name']}-{namespace}"
+            if doc["kind"] == "ClusterRoleBinding":
+                doc["roleRef"]["name"] = f"{doc['roleRef']['name']}-{namespace}"
+        else:
+            doc["metadata"]["namespace"] = namespace
         for subject in doc.get("subjects") or []:
             subject["namespace"] = namespace
     kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
-    return f"system:serviceaccount:{namespace}:mlplatform"
+    yield f"system:serviceaccount:{namespace}:mlplatform"
+    for doc in docs:
+        if doc["kind"].startswith("Cluster"):
+            kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "--ignore-not-found", check=False)
 
 
 def can_i(sa: str, namespace: str, verb: str, resource: str, subresource: str | None = None) -> bool:
@@ -343,6 +395,9 @@ ALLOWED = [
     ("patch", "deployments.apps", "scale"), ("list", "replicasets.apps", None),
     ("create", "horizontalpodautoscalers.autoscaling", None),
     ("delete", "horizontalpodautoscalers.autoscaling", None),
+    # Revisions, rollback, scale and autoscale (services/deployments.py).
+    ("get", "deployments.apps", None), ("get", "deployments.apps", "scale"),
+    ("get", "horizontalpodautoscalers.autoscaling", None), ("patch", "horizontalpodautoscalers.autoscaling", None),
     ("list", "events", None), ("watch", "events.events.k8s.io", None),
 ]
 DENIED = [
@@ -364,6 +419,9 @@ def test_platform_role_allows_exactly_what_the_backend_uses(namespace, platform_
     for other in ("default", "kube-system"):
         for verb, resource in (("get", "secrets"), ("create", "jobs.batch"), ("list", "pods")):
             assert not can_i(platform_sa, other, verb, resource), (other, verb, resource)
+    proc = kubectl("auth", "can-i", "create", "tokenreviews.authentication.k8s.io", f"--as={platform_sa}",
+                   check=False)
+    assert proc.stdout.strip() == "yes", proc
     for verb, resource in (("delete", "nodes"), ("list", "nodes"), ("create", "namespaces"),
                            ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
                            ("get", "persistentvolumes")):
@@ -380,8 +438,15 @@ async def test_backend_works_as_the_platform_service_account(namespace, platform
     try:
         spec = run_spec(data_dir, GPU1)
         ref = await backend.submit(spec)
-        assert await backend.submit(spec) == ref  # the idempotent path reads the Secret and Job back
+        assert await backend.submit(spec) == ref  # the idempotent path reads the Job back
         await wait_state(backend, ref, spec, RunState.SUCCEEDED)
+        [pod] = await job_pods(backend, ref)
+        admin = KubeClient.from_kubeconfig(kubeconfig())  # the kubelet's part: make the pod's token
+        try:
+            token = await pod_token(backend, pod, mf.TOKEN_AUDIENCE, client=admin)
+        finally:
+            await admin.close()
+        assert await backend.authenticate_workload(token) == ref
         await backend.cleanup(ref, spec)
         await backend.cancel(ref, spec)
         dist = run_spec(data_dir, Hardware(name="d", cpu=1, memory="1Gi", nodes=2))
@@ -395,6 +460,15 @@ async def test_backend_works_as_the_platform_service_account(namespace, platform
         while (await backend.deployment_status(dep_ref, dep)).state != "ready":
             assert time.monotonic() < deadline
             await asyncio.sleep(0.5)
+        # Scale, autoscale (create, then update through a rolling update), autoscale off.
+        await backend.scale(dep_ref, dataclasses_replace(dep, replicas=3))
+        auto = dataclasses_replace(dep, autoscale=Autoscale(1, 4, 50))
+        await backend.scale(dep_ref, auto)
+        await backend.deploy(dataclasses_replace(auto, version="v3", autoscale=Autoscale(2, 4, 50)))
+        hpa = await client.get("autoscaling/v2", "HorizontalPodAutoscaler", namespace, dep_ref)
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 4)
+        await backend.scale(dep_ref, dataclasses_replace(dep, replicas=1))
+        assert await client.get_or_none("autoscaling/v2", "HorizontalPodAutoscaler", namespace, dep_ref) is None
         await backend.undeploy(dep_ref, dep)
     finally:
         await backend.close()

@@ -8,7 +8,6 @@ Needs MLP_TEST_KUBECONFIG (set by `make test`); fails, never skips, without it.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -61,6 +60,14 @@ def wait_until(what: str, check, timeout: float = 60.0) -> Any:
         time.sleep(0.3)
 
 
+def pod_token(ns: str, pod: dict[str, Any], audience: str) -> str:
+    """What the kubelet projects into ``pod``: a service-account token bound to it."""
+    return kubectl("-n", ns, "create", "token", pod["spec"].get("serviceAccountName") or "default",
+                   "--audience", audience, "--bound-object-kind", "Pod",
+                   "--bound-object-name", pod["metadata"]["name"],
+                   "--bound-object-uid", pod["metadata"]["uid"]).stdout.strip()
+
+
 def run_of(server: Any, run_id: str) -> dict[str, Any]:
     with server.api() as api:
         return api.get(f"/runs/{run_id}").json()
@@ -92,31 +99,39 @@ def test_server_on_kubernetes_trains_cancels_deploys_and_survives_kill_9(mlp_ser
         assert container["resources"]["requests"]["nvidia.com/gpu"] == "1"
         assert GPU_TOLERATION in spec["tolerations"]
         assert spec["automountServiceAccountToken"] is False
-        for env in container.get("env", []):
-            if "TOKEN" in env["name"]:
-                assert "value" not in env and env["valueFrom"]["secretKeyRef"], env
+        tokens = [v for v in spec["volumes"] if v.get("projected")]
+        assert tokens == [{"name": "mlp-run-token", "projected": {"defaultMode": 420, "sources": [
+            {"serviceAccountToken": {"audience": "mlplatform", "expirationSeconds": 3600, "path": "token"}}]}}]
     assert pods[-1]["spec"]["nodeName"] == GPU_NODE
     assert pods[-1]["status"]["phase"] == "Succeeded"
     assert server.token not in json.dumps(job) + json.dumps(pods)
 
-    # gpu-8 fits no node: pending with the scheduler's reason; its run token is in a Secret only.
+    # gpu-8 fits no node: pending with the scheduler's reason.
     stuck = server.mlp_json("train", "iris", "--hardware", "gpu-8")
     kept = server.mlp_json("train", "iris", "--hardware", "gpu-8")
     for run in (stuck, kept):
         pending = wait_until("a scheduling reason", lambda r=run: (lambda x: x if x["status"] == "pending"
                              and "nvidia.com/gpu" in (x["reason"] or "") else None)(run_of(server, r["id"])))
         assert "Insufficient nvidia.com/gpu" in pending["reason"], pending
-    secret = get_json(namespace, "secret", f"mlp-run-{kept['id']}-token")
-    token = base64.b64decode(next(iter(secret["data"].values()))).decode()
-    assert len(token) >= 16
-    kept_job = get_json(namespace, "job", f"mlp-run-{kept['id']}")
-    kept_pods = get_json(namespace, "pods", "-l", f"batch.kubernetes.io/job-name=mlp-run-{kept['id']}")
-    assert token not in json.dumps(kept_job) + json.dumps(kept_pods)
+    # Its pod reports metrics with the token the kubelet would project (made here by the real
+    # TokenRequest API, bound to that pod): accepted for its own run only.
+    [kept_pod] = get_json(namespace, "pods", "-l", f"batch.kubernetes.io/job-name=mlp-run-{kept['id']}")["items"]
+    run_token = pod_token(namespace, kept_pod, "mlplatform")
+    metric = {"metrics": [{"name": "loss", "value": 0.25, "step": 1}]}
+    with server.api(token=run_token) as as_pod:
+        assert as_pod.post(f"/runs/{kept['id']}/metrics", json=metric).status_code == 201
+        assert as_pod.post(f"/runs/{done['id']}/metrics", json=metric).status_code == 404  # not its run
+        assert as_pod.get("/runs").status_code == 403
+    with server.api(token=pod_token(namespace, kept_pod, "https://kubernetes.default.svc.cluster.local")) as other:
+        assert other.post(f"/runs/{kept['id']}/metrics", json=metric).status_code == 401
+    assert [(m["name"], m["value"]) for m in server.mlp_json("runs", "metrics", kept["id"])["items"]] \
+        == [("loss", 0.25)]
+    assert not get_json(namespace, "secrets", "-l", "app.kubernetes.io/managed-by=mlplatform")["items"]
 
-    # cancel deletes the Job (and its token Secret).
+    # cancel deletes the Job.
     cancelled = server.mlp_json("runs", "cancel", stuck["id"])
     assert cancelled["status"] == "cancelled", cancelled
-    gone = f"job/mlp-run-{stuck['id']}", f"secret/mlp-run-{stuck['id']}-token"
+    gone = (f"job/mlp-run-{stuck['id']}",)
     for what in gone:
         wait_until(f"{what} deleted", lambda w=what: "NotFound" in kubectl("-n", namespace, "get", w,
                                                                                check=False).stderr)

@@ -73,6 +73,23 @@ async def test_status_comes_from_the_watch_cache(backend, data_dir):
     assert calls.n == 1
 
 
+async def test_changed_refs_name_the_runs_whose_objects_changed(backend, data_dir):
+    """Between full passes the reconcile loop reads only the runs the watches saw change."""
+    await synced(backend, "Job", "Pod")
+    assert backend.changed_refs() is None  # the first LISTs: anything may have changed
+    assert backend.changed_refs() == set()
+    first, second = run_spec(data_dir, hardware=CPU), run_spec(data_dir, hardware=CPU)
+    first_ref = await backend.submit(first)
+    assert await backend.informers["Job"].wait_for(lambda i: complete(i.get(first_ref)), 60)
+    assert backend.changed_refs() == {first_ref}  # its Job and pod events
+    assert backend.changed_refs() <= {first_ref}  # (a late pod update at most), never another run
+    second_ref = await backend.submit(second)
+    assert await backend.informers["Job"].wait_for(lambda i: complete(i.get(second_ref)), 60)
+    assert backend.changed_refs() - {first_ref} == {second_ref}
+    await backend.informers["Pod"].relist()  # a rebuilt cache: back to "anything may have changed"
+    assert backend.changed_refs() is None
+
+
 async def test_a_job_created_before_the_watch_saw_it_falls_back_to_a_get(backend, data_dir):
     await synced(backend, "Job", "Pod")
     spec = run_spec(data_dir, hardware=CPU)

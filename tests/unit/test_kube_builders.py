@@ -23,7 +23,6 @@ from mlplatform_server.backends.kubernetes.manifests import (
     make_secret,
     make_service,
     pin_image,
-    run_token_secret_name,
 )
 from mlplatform_server.backends.kubernetes.names import sanitize_label_value, sanitize_name
 
@@ -82,12 +81,18 @@ def job_for(spec: RunSpec, **kw) -> dict:
         artifacts=PVC,
         secret_name="mlp-cred-alice",
         priority_class="mlp-training",
-        run_token_secret=run_token_secret_name(spec.run_id),
         api_url="http://mlplatform.mlp-system.svc:8585",
     )
     options.update(kw)
     return make_job(spec, **options)
 
+
+# The pod-bound token of the platform's audience the runtime reports with (no Secret, no API token).
+RUN_TOKEN_VOLUME = {
+    "name": "mlp-run-token",
+    "projected": {"sources": [{"serviceAccountToken": {"audience": "mlplatform", "expirationSeconds": 3600,
+                                                       "path": "token"}}]},
+}
 
 LABELS = {
     "app.kubernetes.io/managed-by": "mlplatform",
@@ -160,12 +165,7 @@ def test_gpu1_job_literal():
                                 {"name": "MLP_RESULT_PATH", "value": "/mlp/run/result.json"},
                                 {"name": "PYTHONUNBUFFERED", "value": "1"},
                                 {"name": "HOME", "value": "/tmp"},
-                                {
-                                    "name": "MLP_RUN_TOKEN",
-                                    "valueFrom": {
-                                        "secretKeyRef": {"name": "mlp-run-4f2a9c0d1e-token", "key": "MLP_RUN_TOKEN"}
-                                    },
-                                },
+                                {"name": "MLP_RUN_TOKEN_FILE", "value": "/var/run/secrets/mlplatform/token"},
                             ],
                             "envFrom": [{"secretRef": {"name": "mlp-cred-alice", "optional": True}}],
                             "resources": {
@@ -182,12 +182,15 @@ def test_gpu1_job_literal():
                                     "readOnly": True,
                                 },
                                 {"name": "data", "mountPath": "/mlp/run", "subPath": f"runs/{RUN_ID}"},
+                                {"name": "mlp-run-token", "mountPath": "/var/run/secrets/mlplatform",
+                                 "readOnly": True},
                             ],
                         }
                     ],
                     "volumes": [
                         {"name": "tmp", "emptyDir": {}},
                         {"name": "data", "persistentVolumeClaim": {"claimName": "mlp-data"}},
+                        RUN_TOKEN_VOLUME,
                     ],
                 },
             },
@@ -317,6 +320,7 @@ def test_object_store_artifacts_use_uri_not_volume():
         {"name": "tmp", "emptyDir": {}},
         {"name": "code", "emptyDir": {}},
         {"name": "run", "emptyDir": {}},
+        RUN_TOKEN_VOLUME,
     ]
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["MLP_ARTIFACTS_URI"] == f"s3://bucket/mlp/runs/{RUN_ID}"
@@ -586,14 +590,13 @@ def test_make_cronjob():
     spec = run_spec(CPU_SMALL, action="batch-predict")
     cron = make_cronjob(spec, name="Nightly Iris", schedule="0 3 * * *", namespace="ml", image=None,
                         artifacts=PVC, secret_name=None, priority_class=None,
-                        run_token_secret="mlp-cron-nightly-token", time_zone="Europe/Paris")
+                        time_zone="Europe/Paris")
     labels = {**LABELS, "mlplatform.io/kind": "batch-predict",
               "mlplatform.io/schedule": cron["metadata"]["labels"]["mlplatform.io/schedule"]}
     assert cron["metadata"]["name"].startswith("mlp-cron-nightly-iris-")
     assert len(cron["metadata"]["name"]) <= 52
     assert cron["metadata"]["labels"] == labels
-    job = job_for(spec, secret_name=None, priority_class=None, run_token_secret="mlp-cron-nightly-token",
-                  api_url=None)
+    job = job_for(spec, secret_name=None, priority_class=None, api_url=None)
     expected_job_spec = {**job["spec"], "template": {**job["spec"]["template"],
                                                      "metadata": {**job["spec"]["template"]["metadata"],
                                                                   "labels": labels}}}

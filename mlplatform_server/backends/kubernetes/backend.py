@@ -1,5 +1,9 @@
-"""The kubernetes backend: a run is a ``batch/v1`` Job (plus a per-run token Secret, and a headless
-Service for a distributed run), a deployment a Deployment and a Service.
+"""The kubernetes backend: a run is a ``batch/v1`` Job (and a headless Service for a distributed run),
+one API call to start it; a deployment a Deployment and a Service.
+
+A run's pods report metrics with a projected service-account token of the platform's audience
+(:data:`.manifests.TOKEN_AUDIENCE`), bound to the pod; :meth:`KubernetesBackend.authenticate_workload`
+checks it with a TokenReview and maps the pod to its run.
 
 Semantics mirror the docker backend: the reference stored with a run is the Job's name, and the
 run's state is read from the cluster (the Job's conditions and its pods' status) every time it is
@@ -19,24 +23,36 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from ...errors import BackendError
+from ...errors import BackendError, InvalidInput
 from ..base import Backend, DeploymentSpec, DeploymentStatus, RunSpec, RunState, RunStatus
 from ..common import append_text, read_result, read_text
+from . import credentials as creds
 from . import manifests as mf
-from .cache import Informer
-from .client import ApiError, KubeClient
+from ..scheduling import Firing, ScheduleSpec
+from .schedules import SCHEDULE_ID_LABEL, firing_of, make_schedule_cronjob
+from .cache import IndexKey, Informer, label_index
+from .client import ApiError, KubeClient, resource_path
 
 log = logging.getLogger(__name__)
 
 # A pending run whose Job is older than this (seconds) and whose pods say nothing gets its reason
-# from events (one LIST per status call): not for runs that are merely young.
+# from Warning events: not for runs that are merely young.
 EVENTS_AFTER = 5.0
+# How long a checked workload token is trusted without asking the API server again (seconds).
+TOKEN_CACHE_SECONDS = 60.0
+_INFORMERS: dict[str, tuple[str, IndexKey | None]] = {
+    "Job": ("batch/v1", None),
+    "Pod": ("v1", label_index(mf.JOB_NAME_LABEL)),
+    "Deployment": ("apps/v1", None),
+}
 
 _WAITING_PROBLEMS = {
     "ErrImagePull": "the image {image} could not be pulled",
@@ -58,6 +74,11 @@ def _age(obj: dict[str, Any]) -> float:
     except ValueError:
         return 0.0
     return (dt.datetime.now(dt.timezone.utc) - when).total_seconds()
+
+
+# A Job the Job controller has finished, or is finishing (the *Target / SuccessCriteriaMet
+# conditions come first, Complete / Failed once its pods are gone).
+_FINISHED = {"Complete", "Failed", "SuccessCriteriaMet", "FailureTarget"}
 
 
 def _conditions(obj: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -120,6 +141,7 @@ class KubernetesBackend(Backend):
     ``user_credentials``: mount each user's ``mlp-cred-<user>`` Secret (optional) through envFrom.
     """
     name = "kubernetes"
+    issues_run_tokens = False  # pods report with a projected service-account token instead
 
     def __init__(
         self,
@@ -159,6 +181,9 @@ class KubernetesBackend(Backend):
         self.client = client or KubeClient.from_kubeconfig(kubeconfig, context)
         self.watch = watch
         self.informers: dict[str, Informer] = {}
+        self._workload_tokens: dict[str, tuple[str, float]] = {}  # sha256(token) → (Job name, trusted until)
+        self._changed_jobs: set[str] = set()
+        self._all_changed = True
 
     # -- shared list-and-watch -------------------------------------------------
     def _informer(self, kind: str) -> Informer | None:
@@ -168,11 +193,47 @@ class KubernetesBackend(Backend):
             return None
         informer = self.informers.get(kind)
         if informer is None:
-            api_version = {"Job": "batch/v1", "Pod": "v1", "Deployment": "apps/v1"}[kind]
-            selector = ",".join(f"{k}={v}" for k, v in mf.MANAGED_BY.items())
-            informer = self.informers[kind] = Informer(self.client, api_version, kind, self.namespace, selector)
+            if kind == "Event":  # not labelled by the platform: every Warning in the namespace
+                informer = Informer(self.client, "v1", "Event", self.namespace, None, field_selector="type=Warning",
+                                    index=_involved_object, on_change=self._note_change)
+            else:
+                api_version, index = _INFORMERS[kind]
+                selector = ",".join(f"{k}={v}" for k, v in mf.MANAGED_BY.items())
+                informer = Informer(self.client, api_version, kind, self.namespace, selector, index=index,
+                                    on_change=self._note_change)
+            self.informers[kind] = informer
         informer.start()
         return informer if informer.synced else None
+
+    def _note_change(self, obj: dict[str, Any] | None) -> None:
+        """Remember which run's Job a watched change concerns (see :meth:`changed_refs`)."""
+        if obj is None:
+            self._all_changed = True
+            return
+        kind = obj.get("kind")
+        meta = obj.get("metadata") or {}
+        if kind == "Event":
+            involved = obj.get("involvedObject") or {}
+            if involved.get("kind") == "Job":
+                self._changed_jobs.add(involved.get("name") or "")
+            elif involved.get("kind") == "Pod" and (pods := self.informers.get("Pod")) is not None:
+                pod = pods.get(involved.get("name") or "")
+                if pod is not None:
+                    self._note_change(pod)
+        elif kind == "Job":
+            self._changed_jobs.add(meta.get("name") or "")
+        elif job := (meta.get("labels") or {}).get(mf.JOB_NAME_LABEL):
+            self._changed_jobs.add(job)
+
+    def changed_refs(self) -> set[str] | None:
+        jobs, pods = self.informers.get("Job"), self.informers.get("Pod")
+        if self._all_changed or jobs is None or pods is None or not (jobs.synced and pods.synced):
+            self._all_changed = False
+            self._changed_jobs.clear()
+            return None
+        changed, self._changed_jobs = self._changed_jobs, set()
+        changed.discard("")
+        return changed
 
     async def _get_cached(self, api_version: str, kind: str, name: str) -> dict[str, Any] | None:
         informer = self._informer(kind)
@@ -182,9 +243,11 @@ class KubernetesBackend(Backend):
         return obj
 
     async def _pods_cached(self, labels: dict[str, str]) -> list[dict[str, Any]]:
+        """The pods carrying ``labels`` (a Job's pods by the informer's index, others by a scan)."""
         informer = self._informer("Pod")
         if informer is not None:
-            pods = informer.select(labels)
+            job = labels.get(mf.JOB_NAME_LABEL)
+            pods = informer.indexed(job) if job and len(labels) == 1 else informer.select(labels)
         else:
             selector = ",".join(f"{k}={v}" for k, v in labels.items())
             pods = await self.client.list("v1", "Pod", self.namespace, label_selector=selector)
@@ -203,7 +266,6 @@ class KubernetesBackend(Backend):
                 artifacts=self.artifacts,
                 secret_name=self._credentials(spec.user),
                 priority_class=self.priority_class,
-                run_token_secret=mf.run_token_secret_name(spec.run_id),
                 ttl_seconds=self.ttl_seconds,
                 backoff_limit=self.backoff_limit,
                 api_url=self.api_url,
@@ -220,23 +282,56 @@ class KubernetesBackend(Backend):
         pods = await self.client.list("v1", "Pod", self.namespace, label_selector=f"{mf.JOB_NAME_LABEL}={job}")
         return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
 
+    # -- workload identity -----------------------------------------------------
+    async def authenticate_workload(self, token: str) -> str | None:
+        """The Job of the pod whose projected token (audience :data:`.manifests.TOKEN_AUDIENCE`)
+        this is: a TokenReview by the API server proves the token is valid, unexpired and bound to
+        a pod that still exists; the pod must be one of the platform's in this namespace."""
+        if token.count(".") != 2:  # not a JWT: not a service-account token
+            return None
+        key = hashlib.sha256(token.encode()).hexdigest()
+        now = time.monotonic()
+        cached = self._workload_tokens.get(key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                  "spec": {"token": token, "audiences": [mf.TOKEN_AUDIENCE]}}
+        try:
+            answer = await self.client.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", json=review)
+        except ApiError as exc:
+            log.warning("TokenReview failed: %s", exc.message)
+            return None
+        status = answer.get("status") or {}
+        user = status.get("user") or {}
+        extra = user.get("extra") or {}
+        pod_name = (extra.get("authentication.kubernetes.io/pod-name") or [None])[0]
+        pod_uid = (extra.get("authentication.kubernetes.io/pod-uid") or [None])[0]
+        if (not status.get("authenticated") or mf.TOKEN_AUDIENCE not in (status.get("audiences") or [])
+                or not str(user.get("username", "")).startswith(f"system:serviceaccount:{self.namespace}:")
+                or not pod_name):
+            return None
+        informer = self._informer("Pod")
+        pod = informer.get(pod_name) if informer else None
+        if pod is None:
+            pod = await self.client.get_or_none("v1", "Pod", self.namespace, pod_name)
+        meta = (pod or {}).get("metadata") or {}
+        labels = meta.get("labels") or {}
+        job = labels.get(mf.JOB_NAME_LABEL)
+        if not job or meta.get("uid") != pod_uid or not mf.MANAGED_BY.items() <= labels.items():
+            return None
+        if len(self._workload_tokens) > 10_000:
+            self._workload_tokens = {k: v for k, v in self._workload_tokens.items() if v[1] > now}
+        self._workload_tokens[key] = (job, now + TOKEN_CACHE_SECONDS)
+        return job
+
     # -- runs ----------------------------------------------------------------
     async def submit(self, spec: RunSpec) -> str:
         job = self.job_manifest(spec)
         name = job["metadata"]["name"]
-        labels = mf.run_labels(spec)
-        secret = mf.make_secret(mf.run_token_secret_name(spec.run_id), self.namespace,
-                                {mf.TOKEN_KEY: spec.env.get(mf.TOKEN_KEY, "")}, labels)
         try:
-            # A retried submit may carry a newer token: the Secret holds the latest one.
-            await self.client.apply(secret)
             created = await self.client.create(job)
-            owner = mf.owner_reference(created)
-            steps = [self.client.patch("v1", "Secret", self.namespace, secret["metadata"]["name"],
-                                       {"metadata": {"ownerReferences": [owner]}})]
             if spec.hardware.nodes > 1:
-                steps.append(self.client.create(mf.make_headless_service(job, owner=created)))
-            await asyncio.gather(*steps)
+                await self.client.create(mf.make_headless_service(job, owner=created))
         except ApiError as exc:
             raise BackendError(f"Kubernetes refused run {spec.run_id}: {exc.message}") from None
         return name
@@ -271,12 +366,16 @@ class KubernetesBackend(Backend):
 
     async def _warning(self, kind: str, name: str) -> str | None:
         """The latest Warning event about an object, as "Reason: message"; None if none (or not readable)."""
-        try:
-            events = await self.client.list("v1", "Event", self.namespace, field_selector=(
-                f"involvedObject.kind={kind},involvedObject.name={name},type=Warning"))
-        except ApiError as exc:
-            log.debug("events of %s %s: %s", kind, name, exc)
-            return None
+        informer = self._informer("Event")
+        if informer is not None:
+            events = informer.indexed(f"{kind}/{name}")
+        else:
+            try:
+                events = await self.client.list("v1", "Event", self.namespace, field_selector=(
+                    f"involvedObject.kind={kind},involvedObject.name={name},type=Warning"))
+            except ApiError as exc:
+                log.debug("events of %s %s: %s", kind, name, exc)
+                return None
         if not events:
             return None
         latest = max(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime")
@@ -361,10 +460,7 @@ class KubernetesBackend(Backend):
                 raise
 
     async def cancel(self, ref: str, spec: RunSpec) -> None:
-        await asyncio.gather(
-            self.client.delete("batch/v1", "Job", self.namespace, ref, propagation="Background"),
-            self.client.delete("v1", "Secret", self.namespace, mf.run_token_secret_name(spec.run_id)),
-        )
+        await self.client.delete("batch/v1", "Job", self.namespace, ref, propagation="Background")
         if spec.hardware.nodes > 1:
             await self.client.delete("v1", "Service", self.namespace, ref)
 
@@ -381,10 +477,9 @@ class KubernetesBackend(Backend):
                 if text is not None:
                     _write_atomic(spec.run_dir / "logs.txt", text)
         job = await self.client.get_or_none("batch/v1", "Job", self.namespace, ref)
-        if job is not None and not ({"Complete", "Failed"} & set(_conditions(job))):
+        if job is not None and not (_FINISHED & set(_conditions(job))):
             # Final for the platform (e.g. out of memory) but the Job would retry: stop it.
             await self.client.delete("batch/v1", "Job", self.namespace, ref, propagation="Background")
-        await self.client.delete("v1", "Secret", self.namespace, mf.run_token_secret_name(spec.run_id))
 
     # -- deployments ---------------------------------------------------------
     def deployment_manifests(self, spec: DeploymentSpec) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -401,13 +496,46 @@ class KubernetesBackend(Backend):
 
     async def deploy(self, spec: DeploymentSpec) -> str:
         deployment, service = self.deployment_manifests(spec)
+        name = deployment["metadata"]["name"]
         try:
+            if spec.autoscale is not None:
+                # The autoscaler owns the replicas: a new version or a rollback leaves them alone.
+                deployment["spec"]["replicas"] = spec.autoscale.min_replicas
+                if await self.client.get_or_none("apps/v1", "Deployment", self.namespace, name) is not None:
+                    del deployment["spec"]["replicas"]
             # A new version deployed to the same name patches the Deployment: a rolling update.
             await self.client.apply(deployment)
             await self.client.create(service)
+            await self._autoscaler(spec)
         except ApiError as exc:
             raise BackendError(f"Kubernetes refused deployment {spec.name}: {exc.message}") from None
-        return deployment["metadata"]["name"]
+        return name
+
+    # -- scaling -------------------------------------------------------------
+    scales_in_place = True
+
+    async def _autoscaler(self, spec: DeploymentSpec) -> None:
+        """Create or update the deployment's HorizontalPodAutoscaler, or delete it when autoscaling is off."""
+        if spec.autoscale is None:
+            await self.client.delete("autoscaling/v2", "HorizontalPodAutoscaler", self.namespace,
+                                     mf.deployment_name(spec.name))
+            return
+        await self.client.apply(mf.make_hpa(spec, namespace=self.namespace, min_replicas=spec.autoscale.min_replicas,
+                                            max_replicas=spec.autoscale.max_replicas,
+                                            cpu_utilization=spec.autoscale.target_cpu))
+
+    async def scale(self, ref: str, spec: DeploymentSpec) -> None:
+        try:
+            await self._autoscaler(spec)
+            if spec.autoscale is None:
+                path = resource_path("apps/v1", "Deployment", self.namespace, ref) + "/scale"
+                await self.client.request("PATCH", path, json={"spec": {"replicas": spec.replicas}},
+                                          content_type="application/merge-patch+json")
+        except ApiError as exc:
+            if exc.not_found:
+                raise BackendError(f"Cannot scale deployment {spec.name}: its Deployment {ref} is gone "
+                                   "(deleted outside the platform); deploy it again") from None
+            raise BackendError(f"Kubernetes refused to scale deployment {spec.name}: {exc.message}") from None
 
     async def deployment_status(self, ref: str, spec: DeploymentSpec) -> DeploymentStatus:
         dep = await self._get_cached("apps/v1", "Deployment", ref)
@@ -437,10 +565,79 @@ class KubernetesBackend(Backend):
             self.client.delete("autoscaling/v2", "HorizontalPodAutoscaler", self.namespace, ref),
         )
 
+    # -- users' credentials: one Secret per user, mounted by envFrom (credentials.py) ----------
+    keeps_credentials = True
+
+    async def _credentials_call(self, what: str, call: Any) -> Any:
+        """``call()`` (a credentials.py coroutine) with the API server's refusals as BackendError."""
+        if not self.user_credentials:
+            raise BackendError("this platform server does not give users' credentials to runs (user_credentials "
+                               "is off), so it keeps none")
+        try:
+            return await call()
+        except ApiError as exc:
+            raise BackendError(f"Kubernetes refused to {what}: {exc.message}") from None
+
+    async def put_credential(self, user: str, key: str, value: str) -> dt.datetime | None:
+        return await self._credentials_call(f"write the credential {key}",
+                                            lambda: creds.put(self.client, self.namespace, user, key, value))
+
+    async def delete_credential(self, user: str, key: str) -> bool:
+        return await self._credentials_call(f"delete the credential {key}",
+                                            lambda: creds.delete(self.client, self.namespace, user, key))
+
+    async def credential_keys(self, user: str) -> dict[str, dt.datetime | None]:
+        return await self._credentials_call("read the credentials Secret",
+                                            lambda: creds.keys(self.client, self.namespace, user))
+
+    async def credential_env(self, user: str) -> dict[str, str]:
+        return {}  # never literal values in a pod spec: Jobs and Deployments use envFrom
+
+    # -- scheduled batch prediction (schedules.py) -----------------------------
+    fires_schedules = True
+
+    async def create_schedule(self, spec: ScheduleSpec) -> str:
+        try:
+            cronjob = make_schedule_cronjob(spec, namespace=self.namespace, artifacts=self.artifacts,
+                                            secret_name=self._credentials(spec.run.user),
+                                            priority_class=self.priority_class, api_url=self.api_url)
+        except ValueError as exc:
+            raise InvalidInput(f"cannot schedule {spec.name!r} on Kubernetes: {exc}") from None
+        try:
+            await self.client.apply(cronjob)  # a retried create finds its own CronJob
+        except ApiError as exc:
+            raise BackendError(f"Kubernetes refused the CronJob of schedule {spec.name!r}: {exc.message}") from None
+        return cronjob["metadata"]["name"]
+
+    async def suspend_schedule(self, ref: str, suspended: bool) -> None:
+        try:
+            await self.client.patch("batch/v1", "CronJob", self.namespace, ref, {"spec": {"suspend": suspended}})
+        except ApiError as exc:
+            what = "was deleted outside the platform" if exc.not_found else f"could not be changed: {exc.message}"
+            raise BackendError(f"the CronJob {ref} {what}") from None
+
+    async def delete_schedule(self, ref: str) -> None:
+        # Background propagation: the garbage collector deletes its Jobs, and their pods.
+        await self.client.delete("batch/v1", "CronJob", self.namespace, ref, propagation="Background")
+
+    async def schedule_firings(self) -> list[Firing]:
+        informer = self._informer("Job")
+        if informer is not None:
+            jobs = list(informer.objects.values())
+        else:
+            selector = ",".join([*(f"{k}={v}" for k, v in mf.MANAGED_BY.items()), SCHEDULE_ID_LABEL])
+            jobs = await self.client.list("batch/v1", "Job", self.namespace, label_selector=selector)
+        return [f for f in map(firing_of, jobs) if f is not None]
+
     async def close(self) -> None:
         await asyncio.gather(*(informer.stop() for informer in self.informers.values()))
         await self.client.close()
 
+
+
+def _involved_object(event: dict[str, Any]) -> str | None:
+    obj = event.get("involvedObject") or {}
+    return f"{obj.get('kind')}/{obj.get('name')}" if obj.get("name") else None
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -228,26 +228,27 @@ class KubeClient:
 
     async def list(self, api_version: str, kind: str, namespace: str | None, *, label_selector: str | None = None,
                    field_selector: str | None = None) -> list[dict[str, Any]]:
-        params = {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v}
-        body = await self.request("GET", resource_path(api_version, kind, namespace), params=params)
+        body = await self.request("GET", resource_path(api_version, kind, namespace),
+                                  params=_selectors(label_selector, field_selector))
         return list(body.get("items") or [])
 
     async def list_with_version(self, api_version: str, kind: str, namespace: str | None, *,
-                                label_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
+                                label_selector: str | None = None,
+                                field_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
         """The items and the list's resourceVersion (where a watch of the same selection starts)."""
-        params = {"labelSelector": label_selector} if label_selector else None
+        params = _selectors(label_selector, field_selector)
         body = await self.request("GET", resource_path(api_version, kind, namespace), params=params)
         return list(body.get("items") or []), str((body.get("metadata") or {}).get("resourceVersion") or "")
 
     async def watch(self, api_version: str, kind: str, namespace: str | None, *, resource_version: str,
-                    label_selector: str | None = None, timeout_seconds: int = 300) -> AsyncIterator[dict[str, Any]]:
+                    label_selector: str | None = None, field_selector: str | None = None,
+                    timeout_seconds: int = 300) -> AsyncIterator[dict[str, Any]]:
         """Watch events (``{"type": ADDED|MODIFIED|DELETED|BOOKMARK, "object": ...}``) after
         ``resource_version`` until the server ends the watch. An expired resourceVersion raises
         :class:`ApiError` 410 (whether the server answers 410 or sends it as an ERROR event)."""
         params: dict[str, Any] = {"watch": "1", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
-                                  "timeoutSeconds": str(timeout_seconds)}
-        if label_selector:
-            params["labelSelector"] = label_selector
+                                  "timeoutSeconds": str(timeout_seconds),
+                                  **_selectors(label_selector, field_selector)}
         async with self.http.stream("GET", resource_path(api_version, kind, namespace), params=params,
                                     headers=self.config.headers(),
                                     timeout=httpx.Timeout(timeout_seconds + 30.0, connect=10.0)) as response:
@@ -341,6 +342,10 @@ class KubeClient:
             tail = decoder.decode(b"", final=True)
             if tail:
                 yield tail
+
+
+def _selectors(label_selector: str | None, field_selector: str | None) -> dict[str, str]:
+    return {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v}
 
 
 def _error(response: httpx.Response) -> ApiError:

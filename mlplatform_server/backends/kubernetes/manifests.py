@@ -54,7 +54,6 @@ __all__ = [
     "make_service",
     "pin_image",
     "run_labels",
-    "run_token_secret_name",
     "sanitize_label_value",
     "sanitize_name",
 ]
@@ -67,6 +66,13 @@ RENDEZVOUS_PORT = 29500
 SERVING_PORT = 8080
 CONTAINER = "runtime"
 TOKEN_KEY = "MLP_RUN_TOKEN"
+# A run's pods report to the platform with a projected service-account token of this audience,
+# bound to the pod: the API server rejects it (wrong audience), the platform checks it with a
+# TokenReview and maps the pod to its run. No per-run Secret, and it dies with the pod.
+TOKEN_AUDIENCE = "mlplatform"
+TOKEN_DIR = PurePosixPath("/var/run/secrets/mlplatform")
+TOKEN_FILE_ENV = "MLP_RUN_TOKEN_FILE"
+TOKEN_EXPIRATION_SECONDS = 3600
 
 CODE_DIR = PurePosixPath("/mlp/code")
 RUN_DIR = PurePosixPath("/mlp/run")
@@ -120,10 +126,6 @@ class ArtifactStore:
 
 def job_name(run_id: str) -> str:
     return sanitize_name(f"mlp-run-{run_id}", JOB_NAME_MAX)
-
-
-def run_token_secret_name(run_id: str) -> str:
-    return sanitize_name(f"mlp-run-{run_id}-token")
 
 
 def deployment_name(name: str) -> str:
@@ -340,6 +342,19 @@ def _distributed_env(name: str, hardware: Hardware) -> list[dict[str, Any]]:
     ]
 
 
+def _run_token_volume(audience: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The projected, pod-bound token the runtime reports metrics with (``MLP_RUN_TOKEN_FILE``)."""
+    volume = {
+        "name": "mlp-run-token",
+        "projected": {
+            "sources": [{"serviceAccountToken": {
+                "audience": audience, "expirationSeconds": TOKEN_EXPIRATION_SECONDS, "path": "token"}}],
+        },
+    }
+    mount = {"name": "mlp-run-token", "mountPath": str(TOKEN_DIR), "readOnly": True}
+    return volume, mount
+
+
 def make_job(
     spec: RunSpec,
     *,
@@ -348,7 +363,7 @@ def make_job(
     artifacts: ArtifactStore,
     secret_name: str | None,
     priority_class: str | None,
-    run_token_secret: str,
+    token_audience: str = TOKEN_AUDIENCE,
     ttl_seconds: int = 3600,
     backoff_limit: int = 3,
     api_url: str | None = None,
@@ -358,7 +373,8 @@ def make_job(
 
     ``image`` overrides ``spec.image`` (None: use the spec's). ``secret_name`` is the user's
     credentials Secret (``envFrom``, optional so a user without one still runs).
-    ``run_token_secret`` holds ``MLP_RUN_TOKEN`` (see :func:`make_secret`). ``api_url`` replaces
+    The run token is a projected service-account token of ``token_audience`` (see
+    :data:`TOKEN_AUDIENCE`); no Kubernetes API token is mounted. ``api_url`` replaces
     ``MLP_URL`` with an address pods can reach (the platform's Service). A hardware size with
     ``nodes > 1`` gives an Indexed Job with the torchrun rendezvous environment; it needs the
     Service from :func:`make_headless_service`.
@@ -368,7 +384,8 @@ def make_job(
     labels = run_labels(spec)
     volumes, extra_env = _run_volumes(spec, artifacts)
     env = _env_list({**_translated_env(spec.env, volumes, api_url), **extra_env})
-    env.append({"name": TOKEN_KEY, "valueFrom": {"secretKeyRef": {"name": run_token_secret, "key": TOKEN_KEY}}})
+    token_volume, token_mount = _run_token_volume(token_audience)
+    env.append({"name": TOKEN_FILE_ENV, "value": str(TOKEN_DIR / "token")})
     hardware = spec.hardware
     distributed = hardware.nodes > 1
     if distributed:
@@ -382,7 +399,7 @@ def make_job(
         "env": env,
         "resources": _resources(hardware),
         "securityContext": _container_security_context(),
-        "volumeMounts": volumes.mounts,
+        "volumeMounts": [*volumes.mounts, token_mount],
     }
     if env_from := _env_from(secret_name):
         container["envFrom"] = env_from
@@ -394,7 +411,7 @@ def make_job(
         "enableServiceLinks": False,
         "securityContext": _pod_security_context(),
         "containers": [container],
-        "volumes": volumes.volumes,
+        "volumes": [*volumes.volumes, token_volume],
     }
     if service_account:
         pod_spec["serviceAccountName"] = service_account
@@ -518,7 +535,6 @@ def make_cronjob(
     artifacts: ArtifactStore,
     secret_name: str | None,
     priority_class: str | None,
-    run_token_secret: str,
     time_zone: str | None = None,
     history: int = 3,
     starting_deadline_seconds: int = 300,
@@ -533,7 +549,6 @@ def make_cronjob(
         artifacts=artifacts,
         secret_name=secret_name,
         priority_class=priority_class,
-        run_token_secret=run_token_secret,
         api_url=api_url,
     )
     labels = {**run_labels(spec), "mlplatform.io/schedule": sanitize_label_value(name)}

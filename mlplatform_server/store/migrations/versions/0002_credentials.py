@@ -3,8 +3,8 @@
 Revision ID: 0002
 Revises: 0001
 """
-from alembic import op  # noqa: F401
-import sqlalchemy as sa  # noqa: F401
+from alembic import op
+import sqlalchemy as sa
 
 
 revision = '0002'
@@ -14,8 +14,16 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    # Users' credentials on the process and docker backends; values only encrypted (Fernet).
+    op.create_table('credentials',
+    sa.Column('user', sa.String(length=128), nullable=False),
+    sa.Column('key', sa.String(length=128), nullable=False),
+    sa.Column('ciphertext', sa.Text(), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['user'], ['users.name'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('user', 'key')
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.drop_table('credentials')
