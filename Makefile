@@ -4,7 +4,7 @@
 #   make images     the environment images, built locally (debootstrap + podman build)
 #   make kube-up    a real Kubernetes 1.34 control plane with kwok nodes (built once, cached)
 #   make test       all of the above, then pytest (PYTEST_ARGS)
-#   make run        the platform API on :8000 and JupyterLab on :8888, on the embedded defaults
+#   make run        JupyterHub on :8888 (login with the printed password) and the platform API on :8000
 #   make clean      stop the services, remove .testenv
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -15,18 +15,22 @@ VENV        := .venv
 PYTHON      := $(VENV)/bin/python
 PYTEST_ARGS ?= -q tests
 
-.PHONY: install system venv services images images-prune test run clean check-rig stop help kube-build kube-up kube-down
+.PHONY: install system venv hub-tools services images images-prune test test-js run clean check-rig stop help kube-build kube-up kube-down
 
 help:
 	@sed -n '2,8s/^# //p' Makefile
 
-install: system venv
+install: system venv hub-tools
 
 system:
 	scripts/install-system.sh
 
 venv:
 	scripts/install-venv.sh
+
+# configurable-http-proxy (npm) for the local JupyterHub of `make run` (tools/hub/package.json).
+hub-tools: system
+	scripts/install-hub-tools.sh
 
 services: system
 	scripts/services.sh
@@ -39,8 +43,14 @@ images: system
 images-prune:
 	scripts/build-images.sh prune
 
-test: install services images kube-up
+test: install services images kube-up test-js
 	source .testenv/env.sh && source .testenv/kube/env.sh && $(PYTHON) -m pytest $(PYTEST_ARGS)
+
+# TypeScript unit tests of the JupyterLab extension (Jest). node_modules comes with `make install`
+# (pip's build hook runs npm install in labextension/); npm ci from the lockfile if it is missing.
+# The extension's browser test is tests/ui (pytest: jupyter lab + Chromium via playwright-core).
+test-js: install
+	cd labextension && { [[ -x node_modules/.bin/jest ]] || npm ci --no-audit --no-fund; } && npx jest --ci
 
 # Kubernetes v1.34.4 control plane + kwok nodes on loopback (docs/kube-rig.md). First build ~17-20 min
 # on 2 cores; binaries cached in $${MLP_CACHE:-/var/cache/mlplatform}/kube-v1.34.4.

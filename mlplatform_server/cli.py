@@ -145,6 +145,10 @@ def main() -> None:
 @click.option("--pvc", default=None, help="kubernetes: RWX PersistentVolumeClaim holding the data dir.")
 @click.option("--artifacts-uri", default=None, help="kubernetes: object-store URI for artifacts (instead of --pvc).")
 @click.option("--priority-class", default=None, help="kubernetes: priorityClassName of run pods.")
+@click.option("--namespace-per-user", is_flag=True, default=False,
+              help="kubernetes: each user's objects in their own namespace, PREFIX<user> (made by an admin); "
+                   "excludes --namespace.")
+@click.option("--namespace-prefix", default=None, help="kubernetes: with --namespace-per-user (default mlp-u-).")
 def server(backend: str, data_dir: Path, host: str, port: int, db_url: str | None, config_path: Path | None,
            public_url: str | None, registry_url: str | None, registry_auth: Path | None, **kube: str | None) -> None:
     """Run the platform API."""
@@ -683,6 +687,12 @@ def credentials_delete(key: str, user: str | None, as_json: bool) -> None:
 @json_option
 def whoami(as_json: bool) -> None:
     emit(client().get("/whoami"), as_json, lambda d: d["name"] + (" (admin)" if d["admin"] else ""))
+
+
+# -- tensorboard (cli_tensorboard.py) -----------------------------------------------
+from .cli_tensorboard import tensorboard  # noqa: E402
+
+main.add_command(tensorboard)
 
 
 if __name__ == "__main__":  # pragma: no cover

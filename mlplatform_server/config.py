@@ -18,6 +18,7 @@ from .backends.base import Hardware, parse_quantity
 from .errors import ConfigError
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,254}$")
 
 
 class _Strict(BaseModel):
@@ -67,6 +68,12 @@ class HardwareSize(_Strict):
     tolerations: list[Toleration] = Field(default_factory=list)
     cost_per_hour: float | None = Field(default=None, ge=0)
     default: bool = False
+    # Hub (notebook servers): only members of one of these JupyterHub groups may pick this size
+    # (empty: everyone); what a notebook is guaranteed, below its limits `cpu` / `memory`
+    # (unset: the limits themselves).
+    groups: list[str] = Field(default_factory=list)
+    cpu_guarantee: float | None = Field(default=None, gt=0)
+    memory_guarantee: str | None = None
 
     _name = field_validator("name")(_check_name)
 
@@ -75,6 +82,30 @@ class HardwareSize(_Strict):
     def _memory(cls, value: str) -> str:
         parse_quantity(value)
         return value
+
+    @field_validator("memory_guarantee")
+    @classmethod
+    def _memory_guarantee(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_quantity(value)
+        return value
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, value: list[str]) -> list[str]:
+        for group in value:
+            if not _GROUP.match(group):
+                raise ValueError(
+                    f"{group!r} is not a valid JupyterHub group name (letters, digits, '.', '_', '@' or '-')")
+        return value
+
+    @model_validator(mode="after")
+    def _guarantees_within_limits(self) -> "HardwareSize":
+        if self.cpu_guarantee is not None and self.cpu_guarantee > self.cpu:
+            raise ValueError(f"cpu_guarantee {self.cpu_guarantee} is above cpu {self.cpu} (the limit)")
+        if self.memory_guarantee is not None and parse_quantity(self.memory_guarantee) > parse_quantity(self.memory):
+            raise ValueError(f"memory_guarantee {self.memory_guarantee} is above memory {self.memory} (the limit)")
+        return self
 
     def to_hardware(self) -> Hardware:
         return Hardware(
@@ -123,10 +154,42 @@ class BuildersConfig(_Strict):
     buildkit: BuildKitSettings = Field(default_factory=BuildKitSettings)
 
 
+class KubernetesSettings(_Strict):
+    """Where the kubernetes backend keeps users' objects (`mlp server` options override these):
+    one ``namespace``, or ``namespace_per_user``: ``<namespace_prefix><user>`` each, made by an
+    admin (backends/kubernetes/namespaces.py; README "One namespace per user")."""
+
+    namespace: str | None = None
+    namespace_per_user: bool = False
+    namespace_prefix: str | None = None
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str | None) -> str | None:
+        return _check_name(value) if value is not None else None
+
+    @field_validator("namespace_prefix")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        from .backends.kubernetes.namespaces import validate_prefix
+
+        return validate_prefix(value) if value is not None else None
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> "KubernetesSettings":
+        if self.namespace and self.namespace_per_user:
+            raise ValueError("namespace and namespace_per_user exclude each other: one namespace for everyone, "
+                             "or one per user")
+        if self.namespace_prefix and not self.namespace_per_user:
+            raise ValueError("namespace_prefix needs namespace_per_user: true")
+        return self
+
+
 class PlatformConfig(_Strict):
     environments: list[Environment] = Field(min_length=1)
     hardware: list[HardwareSize] = Field(min_length=1)
     builders: BuildersConfig = Field(default_factory=BuildersConfig)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
     @model_validator(mode="after")
     def _unique_and_defaults(self) -> "PlatformConfig":

@@ -11,6 +11,7 @@ Routes (under ``{base_url}mlplatform/``, Jupyter-authenticated, JSON errors):
 - ``GET  config``    the platform URL, whether it runs in-process, and who we are there
 - ``POST inspect``   ``{"path"}``: what saving this notebook would find
 - ``POST models``    ``{"path", "name", "version"?}``: save it as a model version
+- ``POST invoke/<deployment>``  JSON posted to that deployment's ``/invocations`` (extension_invoke.py)
 - ``GET|POST|DELETE api/<path>``  relayed to ``{platform}/api/v1/<path>`` unchanged
   (``runs/<id>/logs?follow=true`` streams)
 
@@ -208,15 +209,26 @@ class MLPlatformApp(ExtensionApp):
         self.ensure_started()
 
     def initialize_handlers(self) -> None:
+        from .extension_invoke import InvokeHandler  # the Lab's "try it" box
+
         kwargs = {"ext": self}
         self.handlers.extend(
             [
                 (rf"/{NAMESPACE}/config", ConfigHandler, kwargs),
+                (rf"/{NAMESPACE}/invoke/([^/]+)", InvokeHandler, kwargs),
                 (rf"/{NAMESPACE}/inspect", InspectHandler, kwargs),
                 (rf"/{NAMESPACE}/models", SaveModelHandler, kwargs),
                 (rf"/{NAMESPACE}/api/(.*)", RelayHandler, kwargs),
             ]
         )
+        # TensorBoard per run (tensorboard.py), where jupyter-server-proxy is installed
+        self.tensorboard_states: dict[str, dict] = {}
+        try:
+            from .tensorboard import handlers as tensorboard_handlers
+        except ImportError as exc:
+            self.log.info("mlplatform | no per-run TensorBoard: %s", exc)
+        else:
+            self.handlers.extend(tensorboard_handlers(self))
 
     async def stop_extension(self) -> None:
         server, platform = self._http_server, self.platform

@@ -14,7 +14,7 @@ import yaml
 from tornado.httpserver import HTTPServer
 
 from .backends import create_backend, docker_engine_answers
-from .config import load_config
+from .config import KubernetesSettings, PlatformConfig, load_config
 from .errors import ConfigError
 from .services.platform import Platform, PlatformSettings
 from .store.db import Store, sqlite_url
@@ -40,6 +40,8 @@ class ServerOptions:
     pvc: str | None = None  # kubernetes: RWX claim mounted at the data dir in pods
     artifacts_uri: str | None = None  # kubernetes: object-store URI instead of a claim
     priority_class: str | None = None  # kubernetes: priorityClassName of run pods
+    namespace_per_user: bool = False  # kubernetes: each user's objects in <namespace_prefix><user>
+    namespace_prefix: str | None = None  # kubernetes: default mlp-u- (with namespace_per_user)
 
 
 def admin_token(options: ServerOptions) -> str:
@@ -56,26 +58,47 @@ def admin_token(options: ServerOptions) -> str:
     return token
 
 
-def choose_backend(options: ServerOptions):
+def choose_backend(options: ServerOptions, config: PlatformConfig | None = None):
     name = options.backend
     if name == "auto":
         name = "docker" if docker_engine_answers(options.docker_host) else "process"
     if name == "docker":
         return create_backend("docker", base_url=options.docker_host)
     if name == "kubernetes":
-        return _kubernetes_backend(options)
+        return _kubernetes_backend(options, config.kubernetes if config is not None else KubernetesSettings())
     return create_backend(name)
 
 
-def _kubernetes_backend(options: ServerOptions):
-    if not options.namespace:
-        raise ConfigError("the kubernetes backend needs a namespace: --namespace NS")
+def kubernetes_namespaces(options: ServerOptions, settings: KubernetesSettings) -> tuple[str | None, str | None]:
+    """(the one namespace, or None; the per-user prefix, or None) from the options, else platform.yaml."""
+    if options.namespace and (options.namespace_per_user or options.namespace_prefix):
+        raise ConfigError("--namespace and --namespace-per-user exclude each other: one namespace for everyone, "
+                          "or one per user")
+    if options.namespace_prefix and not options.namespace_per_user:
+        raise ConfigError("--namespace-prefix needs --namespace-per-user")
+    if options.namespace:
+        return options.namespace, None
+    if options.namespace_per_user or settings.namespace_per_user:
+        from .backends.kubernetes.namespaces import DEFAULT_PREFIX, validate_prefix
+
+        prefix = options.namespace_prefix or settings.namespace_prefix or DEFAULT_PREFIX
+        try:
+            return None, validate_prefix(prefix)
+        except ValueError as exc:
+            raise ConfigError(f"--namespace-prefix: {exc}") from None
+    return settings.namespace, None
+
+
+def _kubernetes_backend(options: ServerOptions, settings: KubernetesSettings):
+    namespace, prefix = kubernetes_namespaces(options, settings)
+    if not namespace and not prefix:
+        raise ConfigError("the kubernetes backend needs a namespace: --namespace NS (or --namespace-per-user)")
     if bool(options.pvc) == bool(options.artifacts_uri):
         raise ConfigError("the kubernetes backend needs one artifact store: --pvc CLAIM (a RWX claim holding "
                           "the data dir) or --artifacts-uri URI")
     try:
         return create_backend(
-            "kubernetes", namespace=options.namespace, kubeconfig=options.kubeconfig, pvc=options.pvc,
+            "kubernetes", namespace=namespace, namespace_prefix=prefix, kubeconfig=options.kubeconfig, pvc=options.pvc,
             data_dir=Path(options.data_dir).resolve() if options.pvc else None, artifacts_uri=options.artifacts_uri,
             api_url=options.public_url or f"http://{options.host}:{options.port}",
             priority_class=options.priority_class,
@@ -94,7 +117,7 @@ def build_platform(options: ServerOptions) -> Platform:
         store = Store(db_url)
     except Exception as exc:
         raise ConfigError(f"Cannot open the database {_redact(db_url)}: {exc.__class__.__name__}: {exc}") from None
-    backend = choose_backend(options)
+    backend = choose_backend(options, config)
     settings = PlatformSettings(
         data_dir=data_dir,
         db_url=db_url,

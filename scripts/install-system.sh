@@ -16,6 +16,9 @@ PACKAGES=(
   postgresql
   # the scripts themselves
   curl ca-certificates python3 python3-venv tar
+  # JupyterLab extension: its build (labextension/; npm ships with the nodejs package here) and its
+  # UI tests (Playwright drives Debian's Chromium)
+  nodejs chromium
 )
 
 if [[ $(id -u) -ne 0 ]]; then

@@ -16,9 +16,16 @@ if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
   "$PYTHON" -m venv "$VENV"
 fi
 
-# Content, not mtime: a fresh clone or checkout touches every file.
-want="$( { sha256sum pyproject.toml; "$VENV/bin/python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
-if [[ -f $STAMP && $(cat "$STAMP") == "$want" && -x $VENV/bin/mlp ]]; then
+# Content, not mtime: a fresh clone or checkout touches every file. The JupyterLab extension's
+# sources count too: pip's build hook rebuilds it (labextension/build-cached.mjs) when they change.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  log "node and npm are needed to build the JupyterLab extension (labextension/): install Node.js 20 with npm"
+  exit 1
+fi
+labext_hash="$(node labextension/build-cached.mjs --hash)"
+want="$( { sha256sum pyproject.toml; echo "$labext_hash"; "$VENV/bin/python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
+if [[ -f $STAMP && $(cat "$STAMP") == "$want" && -x $VENV/bin/mlp \
+      && -f $VENV/share/jupyter/labextensions/mlplatform/package.json ]]; then
   echo "python environment: up to date ($VENV)"
   exit 0
 fi

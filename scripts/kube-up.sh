@@ -231,6 +231,9 @@ start kube-apiserver "$KUBE_APISERVER_PORT" \
   --v=1
 wait_for 90 "kube-apiserver at $APISERVER_URL/readyz" apiserver_ready
 
+# --node-monitor-grace-period: kwok renews the fake nodes' leases from this same loaded 2-core
+# machine; with the default 50 s a busy minute marks them NotReady (and taints them), which is
+# the rig failing, not the code under test.
 start kube-controller-manager "$KUBE_CM_PORT" \
   --kubeconfig="$KUBE_DIR/controller-manager.kubeconfig" \
   --authentication-kubeconfig="$KUBE_DIR/controller-manager.kubeconfig" \
@@ -245,6 +248,7 @@ start kube-controller-manager "$KUBE_CM_PORT" \
   --service-cluster-ip-range=10.96.0.0/12 \
   --cluster-name=mlp \
   --controllers='*' \
+  --node-monitor-grace-period=5m \
   --leader-elect=false \
   --profiling=false \
   --v=1

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# `make run`: the platform API and JupyterLab (with the mlplatform extension) on the embedded
-# defaults, against the services from scripts/services.sh. Prints the URLs and tokens, then
-# stays in the foreground until Ctrl-C, which stops both.
+# `make run`: JupyterHub on one machine, on the embedded defaults, against the services from
+# scripts/services.sh: log in with the printed password, pick an environment and a hardware size,
+# get JupyterLab with the mlplatform extension; the platform API runs as the hub service
+# `mlplatform` (jupyter-config/jupyterhub_local_config.py). MLP_RUN_MODE=lab: no hub, one
+# JupyterLab as the platform's admin (the former `make run`). Prints the URLs, passwords and
+# tokens, then stays in the foreground until Ctrl-C, which stops everything.
 #
-# Settings (environment): MLP_PORT (8000), MLP_LAB_PORT (8888), MLP_DATA_DIR (.mlp-data),
-# MLP_BACKEND (auto: docker when Podman/Docker answers, else process), MLP_NOTEBOOK_DIR (.).
+# Settings (environment): MLP_PORT (8000, the platform API), MLP_HUB_PORT (MLP_LAB_PORT or 8888:
+# the hub, or JupyterLab in lab mode), MLP_HUB_API_PORT (8081), MLP_PROXY_API_PORT (8001),
+# MLP_DATA_DIR (.mlp-data), MLP_BACKEND (auto: docker when Podman/Docker answers, else process),
+# MLP_NOTEBOOK_DIR (., lab mode), MLP_RUN_MODE (hub | lab).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
@@ -12,7 +17,10 @@ cd "$ROOT"
 source "$TESTENV/env.sh"
 
 port=${MLP_PORT:-8000}
-lab_port=${MLP_LAB_PORT:-8888}
+lab_port=${MLP_HUB_PORT:-${MLP_LAB_PORT:-8888}}
+mode=${MLP_RUN_MODE:-hub}
+[[ $mode == hub || $mode == lab ]] || { log "MLP_RUN_MODE=$mode: expected hub or lab"; exit 1; }
+hub_api_port=${MLP_HUB_API_PORT:-8081}
 data_dir=$(realpath -m "${MLP_DATA_DIR:-.mlp-data}")
 backend=${MLP_BACKEND:-auto}
 notebook_dir=$(realpath "${MLP_NOTEBOOK_DIR:-.}")
@@ -31,6 +39,24 @@ MLP_TOKEN=$(cat "$token_file")
 lab_token=$(cat "$lab_token_file")
 export MLP_TOKEN MLP_URL="http://127.0.0.1:$port"
 
+# hub mode: the passwords (users', admin's) and the platform's service token, mode 0600.
+secret() {  # FILE [LENGTH]: the secret kept in FILE, made once
+  [[ -s $1 ]] || (umask 077; python3 -c "import secrets; print(secrets.token_urlsafe(${2:-32}))" >"$1")
+  cat "$1"
+}
+server_env=()
+if [[ $mode == hub ]]; then
+  chp=${MLP_CHP:-$ROOT/tools/hub/node_modules/.bin/configurable-http-proxy}
+  [[ -x $chp ]] || { log "no configurable-http-proxy at $chp: run 'make install' (scripts/install-hub-tools.sh)"; exit 1; }
+  export MLP_CHP=$chp
+  MLP_HUB_PASSWORD=$(secret "$data_dir/hub-password" 12)
+  MLP_HUB_ADMIN_PASSWORD=$(secret "$data_dir/hub-admin-password" 24)  # the hub wants 32+ characters
+  MLP_SERVICE_API_TOKEN=$(secret "$data_dir/service-token")
+  export MLP_HUB_PASSWORD MLP_HUB_ADMIN_PASSWORD MLP_SERVICE_API_TOKEN
+  server_env=(JUPYTERHUB_API_URL="http://127.0.0.1:$hub_api_port/hub/api"
+              JUPYTERHUB_API_TOKEN="$MLP_SERVICE_API_TOKEN" JUPYTERHUB_SERVICE_NAME=mlplatform)
+fi
+
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -38,7 +64,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-"$ROOT/.venv/bin/mlp" server --backend "$backend" --data-dir "$data_dir" --port "$port" \
+env "${server_env[@]}" "$ROOT/.venv/bin/mlp" server --backend "$backend" --data-dir "$data_dir" --port "$port" \
   >>"$data_dir/server.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 150); do
@@ -46,6 +72,41 @@ for _ in $(seq 1 150); do
   kill -0 "${pids[0]}" 2>/dev/null || { tail -20 "$data_dir/server.log"; exit 1; }
   sleep 0.2
 done
+
+backend_name=$(curl -fsS "http://127.0.0.1:$port/api/v1/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["backend"])')
+
+if [[ $mode == hub ]]; then
+  mkdir -p "$data_dir/hub"
+  # The hub stops its proxy and the users' servers when it stops.
+  (cd "$data_dir/hub" && exec env MLP_DATA_DIR="$data_dir" MLP_PLATFORM_URL="http://127.0.0.1:$port" \
+     MLP_HUB_PORT="$lab_port" MLP_HUB_API_PORT="$hub_api_port" \
+     MLP_HUB_ENGINE=$([[ $backend_name == docker ]] && echo 1 || echo 0) \
+     "$ROOT/.venv/bin/jupyterhub" -f "$ROOT/jupyter-config/jupyterhub_local_config.py") \
+    >>"$data_dir/hub.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 300); do
+    curl -fsS "http://127.0.0.1:$lab_port/hub/health" >/dev/null 2>&1 && break
+    kill -0 "${pids[1]}" 2>/dev/null || { tail -20 "$data_dir/hub.log"; exit 1; }
+    sleep 0.2
+  done
+  curl -fsS "http://127.0.0.1:$lab_port/hub/health" >/dev/null || { tail -20 "$data_dir/hub.log"; exit 1; }
+  cat <<EOT
+
+  mlplatform is running (JupyterHub; backend: $backend_name, data: $data_dir)
+
+  JupyterHub     http://127.0.0.1:$lab_port/hub/login
+  Password       $MLP_HUB_PASSWORD   (any user name; kept in $data_dir/hub-password)
+  Admin          user admin, password $MLP_HUB_ADMIN_PASSWORD   ($data_dir/hub-admin-password)
+  Platform API   http://127.0.0.1:$port/api/v1   (the hub service mlplatform; OpenAPI: /api/v1/openapi.json)
+  CLI            export MLP_URL=http://127.0.0.1:$port MLP_TOKEN=\$(cat $token_file)
+                 .venv/bin/mlp profiles      (in a notebook's terminal mlp is already set up)
+  Logs           $data_dir/server.log  $data_dir/hub.log
+
+  Ctrl-C stops everything.
+EOT
+  wait -n "${pids[@]}"
+  exit
+fi
 
 # JupyterLab talks to the platform through the extension's relay, as the admin user here.
 "$ROOT/.venv/bin/jupyter" lab --no-browser --ip 127.0.0.1 --port "$lab_port" --port-retries 0 \
@@ -59,7 +120,6 @@ for _ in $(seq 1 300); do
   sleep 0.2
 done
 
-backend_name=$(curl -fsS "http://127.0.0.1:$port/api/v1/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["backend"])')
 cat <<EOF
 
   mlplatform is running (backend: $backend_name, data: $data_dir)

@@ -100,6 +100,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """`mlp server --backend kubernetes` as a subprocess on loopback."""
 
@@ -298,10 +304,15 @@ def main() -> None:
         waited = settle(ns, pods, args.settle)
         print(f"  (waited {waited:.0f} s for the Job controller to make {pods} pods)", flush=True)
 
+        cpu_before = cpu_seconds(server.proc.pid)
         plat, ids = asyncio.run(platform_phase(server, args.count, args.concurrency, body))
+        server_cpu = cpu_seconds(server.proc.pid) - cpu_before
         print(plat.line(), flush=True)
+        print(f"  (the mlp server used {server_cpu:.2f} s of CPU: {server_cpu / args.count * 1000:.1f} ms per run)",
+              flush=True)
         pods += args.count
-        missing = [i for i in ids if kubectl("-n", ns, "get", "job", mf.job_name(i), check=False).returncode]
+        present = set(kubectl("-n", ns, "get", "jobs", "-o", "name").stdout.split())
+        missing = [i for i in ids if f"job.batch/{mf.job_name(i)}" not in present]
         made = len(ids) - len(missing)
         print(f"  ({made}/{len(ids)} platform Jobs found in the namespace)", flush=True)
 

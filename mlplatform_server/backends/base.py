@@ -13,7 +13,7 @@ import abc
 import dataclasses
 import datetime as dt
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -266,8 +266,9 @@ class Backend(abc.ABC):
         """Stop firing for good, and stop the firings still running. Idempotent."""
         raise NotImplementedError(f"the {self.name} backend does not fire schedules")
 
-    async def schedule_firings(self) -> "list[Firing]":
-        """Every firing of every schedule the backend still knows of (recorded or not)."""
+    async def schedule_firings(self, refs: "Collection[str]" = ()) -> "list[Firing]":
+        """Every firing of every schedule the backend still knows of (recorded or not). ``refs``:
+        the references of the platform's schedules (where a backend that keeps them apart looks)."""
         return []
 
 

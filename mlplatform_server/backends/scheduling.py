@@ -33,8 +33,10 @@ class ScheduleSpec:
 @dataclass(frozen=True)
 class Firing:
     """A run the backend started for a schedule. ``ref`` is both the run's backend reference and
-    its run id (what the workload itself uses as ``MLP_RUN_ID`` and its run directory)."""
+    its run id (what the workload itself uses as ``MLP_RUN_ID`` and its run directory);
+    ``backend_ref``, when set, is the backend reference instead (e.g. ``namespace/name``)."""
 
     schedule_id: str
     ref: str
     created_at: dt.datetime | None = None
+    backend_ref: str | None = None

@@ -46,29 +46,49 @@ def digest(token: str) -> str:
 
 
 WorkloadAuthenticator = Callable[[str], Awaitable["tuple[str, str] | None"]]
+# JupyterHub service mode (hub/service_auth.py): a hub token → (user name, hub admin) or None.
+HubAuthenticator = Callable[[str], Awaitable["tuple[str, bool] | None"]]
 
 
 class AuthService:
     """``workload``: for a token the platform did not issue, the (backend, reference) of the run
-    whose workload presented it, or None (see ``Backend.authenticate_workload``)."""
+    whose workload presented it, or None (see ``Backend.authenticate_workload``).
+    ``hub``: for such a token, the JupyterHub user it belongs to (created on first sight; hub
+    admins are platform admins), or None."""
 
     def __init__(self, store: Store, admin_token: str, admin_name: str = "admin",
-                 workload: WorkloadAuthenticator | None = None) -> None:
+                 workload: WorkloadAuthenticator | None = None, hub: HubAuthenticator | None = None) -> None:
         self.store = store
         self._admin_token = admin_token
         self.admin_name = admin_name
         self._workload = workload
+        self._hub = hub
+        self._hub_users: dict[str, bool] = {}  # hub users already written to the store, and as what
         with store.session() as s:
             if s.get(m.User, admin_name) is None:
                 s.add(m.User(name=admin_name, admin=True))
 
     async def authenticate_request(self, token: str | None) -> Principal:
-        """:meth:`authenticate`, then the backend's workload identity for an unknown token."""
+        """:meth:`authenticate`; for an unknown token, the hub's user (as a hub service), then the
+        backend's workload identity."""
         try:
             return self.authenticate(token)
         except Unauthorized:
-            if not token or self._workload is None:
+            if not token or (self._workload is None and self._hub is None):
                 raise
+        if self._hub is not None:
+            hub_user = await self._hub(token)
+            if hub_user is not None:
+                name, admin = hub_user
+                if name == self.admin_name:  # would take over (or demote) the built-in admin account
+                    raise Forbidden(f"Hub user {name!r} has the name of the platform's built-in admin "
+                                    "account; use another hub user name")
+                if self._hub_users.get(name) != admin:  # first sight, or the admin flag changed
+                    self.ensure_user(name, admin=admin)
+                    self._hub_users[name] = admin
+                return Principal(name, admin=admin)
+        if self._workload is None:
+            raise Unauthorized("Invalid API token")
         found = await self._workload(token)
         if found is not None:
             backend, ref = found

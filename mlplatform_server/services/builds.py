@@ -159,6 +159,6 @@ class BuildService:
             return await asyncio.to_thread(self._build_here, caller, ctx, resolved, target, registry_url, environment)
         backend = self.backend  # a KubernetesBackend: only its client, namespace and artifact store are used
         result = await build_buildkit(ctx, target, registry_url, self.registry_auth_file, client=backend.client,
-                                      namespace=backend.namespace, artifacts=backend.artifacts,
+                                      namespace=backend.namespace_for(caller.name), artifacts=backend.artifacts,
                                       settings=self.config.builders.buildkit, user=caller.name)
         return await asyncio.to_thread(self._record, caller, ctx, result, environment)

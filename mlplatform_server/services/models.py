@@ -57,6 +57,7 @@ class ModelService:
     def __init__(self, store: Store, data_dir: Path) -> None:
         self.store = store
         self.data_dir = Path(data_dir)
+        self._written: set[tuple[str, str]] = set()  # (module path, content hash) checked on disk
 
     # -- paths ---------------------------------------------------------------
     def module_path(self, model: str, version: str) -> Path:
@@ -91,13 +92,16 @@ class ModelService:
     def resolve(self, s: Session, caller: Principal, name: str, version: str | None) -> m.ModelVersion:
         """The version `name:version` (latest when version is None), if the caller may see it."""
         model = self._model(s, caller, name)
+        query = select(m.ModelVersion).where(m.ModelVersion.model_id == model.id)
+        if version is None:
+            query = query.order_by(m.ModelVersion.id.desc()).limit(1)
+        else:
+            query = query.where(m.ModelVersion.version == version)
+        row = s.execute(query).scalar_one_or_none()  # one row, not every version of the model
+        if row is not None:
+            return row
         if not model.versions:
             raise NotFound(f"Model {name!r} has no versions")
-        if version is None:
-            return model.versions[-1]
-        for row in model.versions:
-            if row.version == version:
-                return row
         known = ", ".join(v.version for v in model.versions)
         raise NotFound(f"Model {name!r} has no version {version!r} (versions: {known})")
 
@@ -188,9 +192,13 @@ class ModelService:
     def ensure_module_file(self, version: m.ModelVersion) -> Path:
         """The module on disk for a stored version (rewritten if the data dir lost it)."""
         path = self.module_path(version.model.name, version.version)
+        key = (str(path), version.content_hash)
+        if key in self._written and path.exists():  # versions are immutable: compared once
+            return path
         if not path.exists() or path.read_text() != version.module_source:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(version.module_source)
+        self._written.add(key)
         return path
 
 

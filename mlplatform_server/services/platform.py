@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..backends.base import Backend
 from ..config import PlatformConfig
+from ..hub.service_auth import HubTokenAuthenticator
 from ..store.credentials import KEY_FILE, CredentialVault
 from ..store.db import Store
 from .auth import AuthService
@@ -38,7 +39,8 @@ class Platform:
         self.backend = backend
         self.config = config
         data_dir = Path(settings.data_dir)
-        self.auth = AuthService(store, settings.admin_token, workload=self._workload_run)
+        self.auth = AuthService(store, settings.admin_token, workload=self._workload_run,
+                                hub=HubTokenAuthenticator.from_env())  # run as a JupyterHub service
         self.models = ModelService(store, data_dir)
         self.runs = RunService(store, backend, config, self.models, data_dir, settings.api_url)
         self.deployments = DeploymentService(store, backend, config, self.models, self.runs, data_dir)

@@ -398,9 +398,11 @@ class ScheduleService:
     async def record_firings(self) -> None:
         """Record a run for each firing the backend reports that is not recorded yet."""
         with self.store.session() as s:
-            if s.execute(select(m.Schedule.id).where(m.Schedule.backend == self.backend.name).limit(1)).first() is None:
-                return
-        firings = await self.backend.schedule_firings()
+            schedule_refs = list(s.execute(select(m.Schedule.backend_ref).where(
+                m.Schedule.backend == self.backend.name)).scalars())
+        if not schedule_refs:
+            return
+        firings = await self.backend.schedule_firings([ref for ref in schedule_refs if ref])
         if not firings:
             return
         with self.store.session() as s:
@@ -442,7 +444,7 @@ class ScheduleService:
                 git_commit=sc.version.git_commit,
                 launched_by=sc.owner,
                 backend=self.backend.name,
-                backend_ref=firing.ref,
+                backend_ref=firing.backend_ref or firing.ref,
                 source_run_id=sc.source_run_id,
                 inputs=sc.inputs,
                 outputs=cron.expand_outputs(sc.outputs, firing.ref, when, sc.timezone),

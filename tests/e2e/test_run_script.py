@@ -1,4 +1,5 @@
-"""`make run`'s script: the platform API and JupyterLab with the extension answer at the printed URLs."""
+"""`make run`'s script in lab mode (MLP_RUN_MODE=lab): the platform API and JupyterLab with the extension
+answer at the printed URLs."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_run_script_starts_api_and_lab(tmp_path):
     port, lab_port = free_port(), free_port()
     env = {**os.environ, "MLP_PORT": str(port), "MLP_LAB_PORT": str(lab_port),
-           "MLP_DATA_DIR": str(tmp_path / "data"), "MLP_BACKEND": "process", "MLP_NOTEBOOK_DIR": str(tmp_path)}
+           "MLP_DATA_DIR": str(tmp_path / "data"), "MLP_BACKEND": "process", "MLP_NOTEBOOK_DIR": str(tmp_path),
+           "MLP_RUN_MODE": "lab"}  # the hub mode: tests/e2e/test_run_hub.py
     env.pop("MLP_TOKEN", None)
     env.pop("MLP_URL", None)
     proc = subprocess.Popen(["bash", str(ROOT / "scripts/run.sh")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

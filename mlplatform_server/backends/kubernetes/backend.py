@@ -5,6 +5,11 @@ A run's pods report metrics with a projected service-account token of the platfo
 (:data:`.manifests.TOKEN_AUDIENCE`), bound to the pod; :meth:`KubernetesBackend.authenticate_workload`
 checks it with a TokenReview and maps the pod to its run.
 
+Namespaces (namespaces.py): one configured namespace, or one per user (``namespace_prefix``), made by
+an admin; with one per user the reference of a run, deployment or schedule is ``namespace/name``,
+the watches are per (kind, namespace), started with a namespace's first use, and only pods of the
+prefix's namespaces may report.
+
 Semantics mirror the docker backend: the reference stored with a run is the Job's name, and the
 run's state is read from the cluster (the Job's conditions and its pods' status) every time it is
 asked, so a restarted server knows every run's true state. When the artifact store is a shared
@@ -22,12 +27,14 @@ otherwise (before the first LIST, after a broken watch, or for an object the wat
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +47,7 @@ from ..scheduling import Firing, ScheduleSpec
 from .schedules import SCHEDULE_ID_LABEL, firing_of, make_schedule_cronjob
 from .cache import IndexKey, Informer, label_index
 from .client import ApiError, KubeClient, resource_path
+from .namespaces import join_ref, split_ref, user_namespace, validate_prefix
 
 log = logging.getLogger(__name__)
 
@@ -139,13 +147,15 @@ class KubernetesBackend(Backend):
     or ``artifacts_uri``. ``api_url``: ``MLP_URL`` as pods reach the platform API.
     ``priority_class`` / ``serving_priority_class``: ``priorityClassName`` of run / serving pods.
     ``user_credentials``: mount each user's ``mlp-cred-<user>`` Secret (optional) through envFrom.
+    ``namespace_prefix`` instead of ``namespace``: one namespace per user, ``<prefix><user>``
+    (namespaces.py), made by an admin; references are then ``<namespace>/<name>``.
     """
     name = "kubernetes"
     issues_run_tokens = False  # pods report with a projected service-account token instead
 
     def __init__(
         self,
-        namespace: str,
+        namespace: str | None,
         kubeconfig: str | None = None,
         artifacts: mf.ArtifactStore | None = None,
         *,
@@ -161,7 +171,11 @@ class KubernetesBackend(Backend):
         user_credentials: bool = True,
         client: KubeClient | None = None,
         watch: bool = True,
+        namespace_prefix: str | None = None,
     ) -> None:
+        if (namespace is None) == (namespace_prefix is None):
+            raise ValueError("the kubernetes backend needs one namespace or a namespace prefix (one namespace "
+                             "per user), not both")
         if artifacts is None:
             if pvc:
                 artifacts = mf.ArtifactStore(pvc=pvc, root=Path(data_dir) if data_dir else None)
@@ -170,7 +184,8 @@ class KubernetesBackend(Backend):
             else:
                 raise ValueError("the kubernetes backend needs an artifact store: a RWX PVC (pvc + data_dir) "
                                  "or an object-store URI (artifacts_uri)")
-        self.namespace = namespace
+        self.namespace = namespace  # None: one namespace per user
+        self.namespace_prefix = validate_prefix(namespace_prefix) if namespace_prefix is not None else None
         self.artifacts = artifacts
         self.api_url = api_url
         self.priority_class = priority_class
@@ -180,77 +195,141 @@ class KubernetesBackend(Backend):
         self.user_credentials = user_credentials
         self.client = client or KubeClient.from_kubeconfig(kubeconfig, context)
         self.watch = watch
-        self.informers: dict[str, Informer] = {}
-        self._workload_tokens: dict[str, tuple[str, float]] = {}  # sha256(token) → (Job name, trusted until)
+        self._watches: dict[str, dict[str, Informer]] = {}  # namespace → kind → its informer
+        self._workload_tokens: dict[str, tuple[str, float]] = {}  # sha256(token) → (run's ref, trusted until)
         self._changed_jobs: set[str] = set()
         self._all_changed = True
 
+    # -- namespaces: one configured, or one per user (namespaces.py) ------------------------
+    def namespace_for(self, user: str) -> str:
+        """The namespace of ``user``'s runs, deployments, schedules, credentials and builds."""
+        if self.namespace is not None:
+            return self.namespace
+        assert self.namespace_prefix is not None
+        try:
+            return user_namespace(self.namespace_prefix, user)
+        except ValueError as exc:
+            raise BackendError(f"no namespace for user {user!r}: {exc}") from None
+
+    def managed_namespace(self, namespace: str) -> bool:
+        """Whether the platform keeps objects in ``namespace`` (the one, or any with the prefix)."""
+        if self.namespace is not None:
+            return namespace == self.namespace
+        assert self.namespace_prefix is not None
+        return len(namespace) > len(self.namespace_prefix) and namespace.startswith(self.namespace_prefix)
+
+    def _ref(self, namespace: str, name: str) -> str:
+        """The reference of an object: its name with one namespace, ``namespace/name`` per user."""
+        return join_ref(None if self.namespace is not None else namespace, name)
+
+    def _locate(self, ref: str, user: str | None = None) -> tuple[str, str]:
+        """(namespace, name) of a reference (a bare name lives in the one namespace, or the user's)."""
+        namespace, name = split_ref(ref)
+        if namespace is None:
+            if self.namespace is None and user is None:
+                raise BackendError(f"the reference {ref!r} names no namespace (recorded in the one-namespace mode?)")
+            namespace = self.namespace if self.namespace is not None else self.namespace_for(user or "")
+        return namespace, name
+
+    def _refusal(self, what: str, exc: ApiError, namespace: str, user: str) -> BackendError:
+        """The API server's refusal as a BackendError; a user namespace that is missing (or one the
+        platform may not use) says so, and what an admin must do."""
+        missing = exc.not_found and f'namespaces "{namespace}" not found' in exc.message
+        if self.namespace_prefix is not None and (missing or exc.status == 403):
+            problem = "does not exist" if missing else f"does not let the platform in ({exc.message})"
+            claim = f" and the RWX claim {self.artifacts.pvc} on the shared volume" if self.artifacts.pvc else ""
+            return BackendError(
+                f"Kubernetes refused {what}: the namespace {namespace} of user {user} {problem}; an admin must "
+                f"create it, apply deploy/rbac/platform-role.yaml there{claim} (README: One namespace per user)")
+        return BackendError(f"Kubernetes refused {what}: {exc.message}")
+
     # -- shared list-and-watch -------------------------------------------------
-    def _informer(self, kind: str) -> Informer | None:
-        """The synced watch cache of ``kind`` (Job, Pod, Deployment), started on first use; None
-        while it is not synced (the caller reads the API server)."""
+    @property
+    def informers(self) -> dict[str, Informer]:
+        """The informers of the one namespace, by kind (empty with one namespace per user)."""
+        return self._watches.setdefault(self.namespace or "", {})
+
+    def _informer(self, kind: str, namespace: str | None = None) -> Informer | None:
+        """The synced watch cache of ``kind`` (Job, Pod, Deployment) in ``namespace`` (default the
+        one), started on first use; None while it is not synced (the caller reads the API server)."""
         if not self.watch:
             return None
-        informer = self.informers.get(kind)
+        namespace = namespace or self.namespace
+        assert namespace, "a namespace is needed with one namespace per user"
+        informers = self._watches.setdefault(namespace, {})
+        informer = informers.get(kind)
         if informer is None:
+            on_change = functools.partial(self._note_change, namespace=namespace)
             if kind == "Event":  # not labelled by the platform: every Warning in the namespace
-                informer = Informer(self.client, "v1", "Event", self.namespace, None, field_selector="type=Warning",
-                                    index=_involved_object, on_change=self._note_change)
+                informer = Informer(self.client, "v1", "Event", namespace, None, field_selector="type=Warning",
+                                    index=_involved_object, on_change=on_change)
             else:
                 api_version, index = _INFORMERS[kind]
                 selector = ",".join(f"{k}={v}" for k, v in mf.MANAGED_BY.items())
-                informer = Informer(self.client, api_version, kind, self.namespace, selector, index=index,
-                                    on_change=self._note_change)
-            self.informers[kind] = informer
+                informer = Informer(self.client, api_version, kind, namespace, selector, index=index,
+                                    on_change=on_change)
+            informers[kind] = informer
+            if self.namespace is None and kind in ("Job", "Pod") and {"Job", "Pod"} - informers.keys():
+                self._informer("Pod" if kind == "Job" else "Job", namespace)  # changed_refs needs both
         informer.start()
         return informer if informer.synced else None
 
-    def _note_change(self, obj: dict[str, Any] | None) -> None:
+    def _note_change(self, obj: dict[str, Any] | None, namespace: str | None = None) -> None:
         """Remember which run's Job a watched change concerns (see :meth:`changed_refs`)."""
         if obj is None:
             self._all_changed = True
             return
+        namespace = namespace or self.namespace or ""
         kind = obj.get("kind")
         meta = obj.get("metadata") or {}
         if kind == "Event":
             involved = obj.get("involvedObject") or {}
             if involved.get("kind") == "Job":
-                self._changed_jobs.add(involved.get("name") or "")
-            elif involved.get("kind") == "Pod" and (pods := self.informers.get("Pod")) is not None:
+                self._changed_jobs.add(self._ref(namespace, involved.get("name") or ""))
+            elif involved.get("kind") == "Pod" and (pods := self._watches.get(namespace, {}).get("Pod")) is not None:
                 pod = pods.get(involved.get("name") or "")
                 if pod is not None:
-                    self._note_change(pod)
+                    self._note_change(pod, namespace)
         elif kind == "Job":
-            self._changed_jobs.add(meta.get("name") or "")
+            self._changed_jobs.add(self._ref(namespace, meta.get("name") or ""))
         elif job := (meta.get("labels") or {}).get(mf.JOB_NAME_LABEL):
-            self._changed_jobs.add(job)
+            self._changed_jobs.add(self._ref(namespace, job))
 
     def changed_refs(self) -> set[str] | None:
-        jobs, pods = self.informers.get("Job"), self.informers.get("Pod")
-        if self._all_changed or jobs is None or pods is None or not (jobs.synced and pods.synced):
+        if self.namespace is not None:
+            watched = [self.informers]
+        else:  # every user namespace with runs watched so far (a new one is watched from its first submit)
+            watched = [w for w in self._watches.values() if "Job" in w or "Pod" in w]
+        if self._all_changed or not watched or any(
+                w.get("Job") is None or w.get("Pod") is None or not (w["Job"].synced and w["Pod"].synced)
+                for w in watched):
             self._all_changed = False
             self._changed_jobs.clear()
             return None
         changed, self._changed_jobs = self._changed_jobs, set()
         changed.discard("")
-        return changed
+        changed.discard(self._ref("", ""))
+        return {ref for ref in changed if not ref.endswith("/")}
 
-    async def _get_cached(self, api_version: str, kind: str, name: str) -> dict[str, Any] | None:
-        informer = self._informer(kind)
+    async def _get_cached(self, api_version: str, kind: str, name: str,
+                          namespace: str | None = None) -> dict[str, Any] | None:
+        namespace = namespace or self.namespace
+        informer = self._informer(kind, namespace)
         obj = informer.get(name) if informer else None
         if obj is None:  # not synced, or not seen by the watch yet (just created or deleted)
-            obj = await self.client.get_or_none(api_version, kind, self.namespace, name)
+            obj = await self.client.get_or_none(api_version, kind, namespace, name)
         return obj
 
-    async def _pods_cached(self, labels: dict[str, str]) -> list[dict[str, Any]]:
+    async def _pods_cached(self, labels: dict[str, str], namespace: str | None = None) -> list[dict[str, Any]]:
         """The pods carrying ``labels`` (a Job's pods by the informer's index, others by a scan)."""
-        informer = self._informer("Pod")
+        namespace = namespace or self.namespace
+        informer = self._informer("Pod", namespace)
         if informer is not None:
             job = labels.get(mf.JOB_NAME_LABEL)
             pods = informer.indexed(job) if job and len(labels) == 1 else informer.select(labels)
         else:
             selector = ",".join(f"{k}={v}" for k, v in labels.items())
-            pods = await self.client.list("v1", "Pod", self.namespace, label_selector=selector)
+            pods = await self.client.list("v1", "Pod", namespace, label_selector=selector)
         return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
 
     # -- helpers -------------------------------------------------------------
@@ -261,7 +340,7 @@ class KubernetesBackend(Backend):
         try:
             return mf.make_job(
                 spec,
-                namespace=self.namespace,
+                namespace=self.namespace_for(spec.user),
                 image=None,
                 artifacts=self.artifacts,
                 secret_name=self._credentials(spec.user),
@@ -278,15 +357,16 @@ class KubernetesBackend(Backend):
             return None
         return read_result(spec.run_dir / "result.json")
 
-    async def _pods(self, job: str) -> list[dict[str, Any]]:
-        pods = await self.client.list("v1", "Pod", self.namespace, label_selector=f"{mf.JOB_NAME_LABEL}={job}")
+    async def _pods(self, job: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        pods = await self.client.list("v1", "Pod", namespace or self.namespace,
+                                      label_selector=f"{mf.JOB_NAME_LABEL}={job}")
         return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
 
     # -- workload identity -----------------------------------------------------
     async def authenticate_workload(self, token: str) -> str | None:
         """The Job of the pod whose projected token (audience :data:`.manifests.TOKEN_AUDIENCE`)
         this is: a TokenReview by the API server proves the token is valid, unexpired and bound to
-        a pod that still exists; the pod must be one of the platform's in this namespace."""
+        a pod that still exists; the pod must be one of the platform's in a namespace it manages."""
         if token.count(".") != 2:  # not a JWT: not a service-account token
             return None
         key = hashlib.sha256(token.encode()).hexdigest()
@@ -306,38 +386,45 @@ class KubernetesBackend(Backend):
         extra = user.get("extra") or {}
         pod_name = (extra.get("authentication.kubernetes.io/pod-name") or [None])[0]
         pod_uid = (extra.get("authentication.kubernetes.io/pod-uid") or [None])[0]
+        account = str(user.get("username", "")).split(":")  # system:serviceaccount:NAMESPACE:NAME
+        namespace = account[2] if len(account) == 4 and account[:2] == ["system", "serviceaccount"] else ""
         if (not status.get("authenticated") or mf.TOKEN_AUDIENCE not in (status.get("audiences") or [])
-                or not str(user.get("username", "")).startswith(f"system:serviceaccount:{self.namespace}:")
-                or not pod_name):
+                or not namespace or not self.managed_namespace(namespace) or not pod_name):
             return None
-        informer = self._informer("Pod")
+        # (a user namespace is watched once it has runs, not because a token names it)
+        informer = self._informer("Pod", namespace) if namespace in self._watches or self.namespace else None
         pod = informer.get(pod_name) if informer else None
         if pod is None:
-            pod = await self.client.get_or_none("v1", "Pod", self.namespace, pod_name)
+            pod = await self.client.get_or_none("v1", "Pod", namespace, pod_name)
         meta = (pod or {}).get("metadata") or {}
         labels = meta.get("labels") or {}
         job = labels.get(mf.JOB_NAME_LABEL)
         if not job or meta.get("uid") != pod_uid or not mf.MANAGED_BY.items() <= labels.items():
             return None
+        ref = self._ref(namespace, job)
         if len(self._workload_tokens) > 10_000:
             self._workload_tokens = {k: v for k, v in self._workload_tokens.items() if v[1] > now}
-        self._workload_tokens[key] = (job, now + TOKEN_CACHE_SECONDS)
-        return job
+        self._workload_tokens[key] = (ref, now + TOKEN_CACHE_SECONDS)
+        return ref
 
     # -- runs ----------------------------------------------------------------
     async def submit(self, spec: RunSpec) -> str:
         job = self.job_manifest(spec)
-        name = job["metadata"]["name"]
+        name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
         try:
             created = await self.client.create(job)
             if spec.hardware.nodes > 1:
                 await self.client.create(mf.make_headless_service(job, owner=created))
         except ApiError as exc:
-            raise BackendError(f"Kubernetes refused run {spec.run_id}: {exc.message}") from None
-        return name
+            raise self._refusal(f"run {spec.run_id}", exc, namespace, spec.user) from None
+        if self.namespace is None:  # watch a user's namespace from its first run on
+            self._informer("Job", namespace)
+            self._informer("Pod", namespace)
+        return self._ref(namespace, name)
 
     async def status(self, ref: str, spec: RunSpec) -> RunStatus:
-        job = await self._get_cached("batch/v1", "Job", ref)
+        namespace, ref = self._locate(ref, spec.user)
+        job = await self._get_cached("batch/v1", "Job", ref, namespace)
         result = self._local_result(spec)
         if job is None:
             if result is not None:
@@ -348,7 +435,7 @@ class KubernetesBackend(Backend):
         failed = conditions.get("Failed") or conditions.get("FailureTarget")
         if done:
             return result or RunStatus(RunState.SUCCEEDED, None, 0)
-        pods = await self._pods_cached({mf.JOB_NAME_LABEL: ref})
+        pods = await self._pods_cached({mf.JOB_NAME_LABEL: ref}, namespace)
         if failed:
             if result is not None:
                 return result
@@ -358,20 +445,21 @@ class KubernetesBackend(Backend):
             # Pod conditions say nothing (yet): the latest warning about the pod, or about the Job
             # when it has none (e.g. FailedCreate: a quota, a missing PriorityClass).
             what, name = ("Pod", pods[-1]["metadata"]["name"]) if pods else ("Job", ref)
-            warning = await self._warning(what, name)
+            warning = await self._warning(what, name, namespace)
             if warning:
                 prefix = "the Job cannot create its pod" if what == "Job" else "the pod is not running"
                 return RunStatus(RunState.PENDING, f"{prefix}: {warning}")
         return progress
 
-    async def _warning(self, kind: str, name: str) -> str | None:
+    async def _warning(self, kind: str, name: str, namespace: str | None = None) -> str | None:
         """The latest Warning event about an object, as "Reason: message"; None if none (or not readable)."""
-        informer = self._informer("Event")
+        namespace = namespace or self.namespace
+        informer = self._informer("Event", namespace)
         if informer is not None:
             events = informer.indexed(f"{kind}/{name}")
         else:
             try:
-                events = await self.client.list("v1", "Event", self.namespace, field_selector=(
+                events = await self.client.list("v1", "Event", namespace, field_selector=(
                     f"involvedObject.kind={kind},involvedObject.name={name},type=Warning"))
             except ApiError as exc:
                 log.debug("events of %s %s: %s", kind, name, exc)
@@ -424,8 +512,9 @@ class KubernetesBackend(Backend):
 
     async def logs(self, ref: str, spec: RunSpec, follow: bool = False) -> AsyncIterator[str]:
         saved = spec.run_dir / "logs.txt"
+        namespace, name = self._locate(ref, spec.user)
         while True:
-            pods = await self._pods(ref)
+            pods = await self._pods(name, namespace)
             pod = pods[-1]["metadata"]["name"] if pods else None
             if pod is None:
                 if not follow or (await self.status(ref, spec)).state.final:
@@ -437,13 +526,13 @@ class KubernetesBackend(Backend):
                 continue
             try:
                 if not follow:
-                    text = await self.client.pod_log(self.namespace, pod, mf.CONTAINER)
+                    text = await self.client.pod_log(namespace, pod, mf.CONTAINER)
                     if text is None:
                         text = read_text(saved)
                     if text:
                         yield text
                     return
-                async for chunk in self.client.stream_pod_log(self.namespace, pod, mf.CONTAINER):
+                async for chunk in self.client.stream_pod_log(namespace, pod, mf.CONTAINER):
                     yield chunk
                 return
             except ApiError as exc:
@@ -460,75 +549,80 @@ class KubernetesBackend(Backend):
                 raise
 
     async def cancel(self, ref: str, spec: RunSpec) -> None:
-        await self.client.delete("batch/v1", "Job", self.namespace, ref, propagation="Background")
+        namespace, ref = self._locate(ref, spec.user)
+        await self.client.delete("batch/v1", "Job", namespace, ref, propagation="Background")
         if spec.hardware.nodes > 1:
-            await self.client.delete("v1", "Service", self.namespace, ref)
+            await self.client.delete("v1", "Service", namespace, ref)
 
     async def cleanup(self, ref: str, spec: RunSpec) -> None:
-        pods = await self._pods(ref)
+        namespace, ref = self._locate(ref, spec.user)
+        pods = await self._pods_cached({mf.JOB_NAME_LABEL: ref}, namespace)
         if pods:
             pod = pods[-1]["metadata"]["name"]
             try:
-                text = await self.client.pod_log(self.namespace, pod, mf.CONTAINER)
+                text = await self.client.pod_log(namespace, pod, mf.CONTAINER)
             except ApiError as exc:  # e.g. the node's kubelet is unreachable: free the rest anyway
                 log.warning("run %s: could not keep the log of pod %s: %s", spec.run_id, pod, exc)
                 append_text(spec.run_dir / "logs.txt", f"MLP_WARNING the pod's log could not be kept: {exc.message}\n")
             else:
                 if text is not None:
                     _write_atomic(spec.run_dir / "logs.txt", text)
-        job = await self.client.get_or_none("batch/v1", "Job", self.namespace, ref)
+        job = await self._get_cached("batch/v1", "Job", ref, namespace)
         if job is not None and not (_FINISHED & set(_conditions(job))):
             # Final for the platform (e.g. out of memory) but the Job would retry: stop it.
-            await self.client.delete("batch/v1", "Job", self.namespace, ref, propagation="Background")
+            await self.client.delete("batch/v1", "Job", namespace, ref, propagation="Background")
 
     # -- deployments ---------------------------------------------------------
     def deployment_manifests(self, spec: DeploymentSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+        namespace = self.namespace_for(spec.user)
         try:
-            deployment = mf.make_deployment(spec, namespace=self.namespace, image=None, artifacts=self.artifacts,
+            deployment = mf.make_deployment(spec, namespace=namespace, image=None, artifacts=self.artifacts,
                                             secret_name=self._credentials(spec.user),
                                             priority_class=self.serving_priority_class)
         except ValueError as exc:
             raise BackendError(f"cannot deploy {spec.name} on Kubernetes: {exc}") from None
-        return deployment, mf.make_service(spec, namespace=self.namespace)
+        return deployment, mf.make_service(spec, namespace=namespace)
 
-    def _url(self, name: str) -> str:
-        return f"http://{name}.{self.namespace}.svc.cluster.local"
+    def _url(self, name: str, namespace: str | None = None) -> str:
+        return f"http://{name}.{namespace or self.namespace}.svc.cluster.local"
 
     async def deploy(self, spec: DeploymentSpec) -> str:
         deployment, service = self.deployment_manifests(spec)
-        name = deployment["metadata"]["name"]
+        name, namespace = deployment["metadata"]["name"], deployment["metadata"]["namespace"]
         try:
             if spec.autoscale is not None:
                 # The autoscaler owns the replicas: a new version or a rollback leaves them alone.
                 deployment["spec"]["replicas"] = spec.autoscale.min_replicas
-                if await self.client.get_or_none("apps/v1", "Deployment", self.namespace, name) is not None:
+                if await self.client.get_or_none("apps/v1", "Deployment", namespace, name) is not None:
                     del deployment["spec"]["replicas"]
             # A new version deployed to the same name patches the Deployment: a rolling update.
             await self.client.apply(deployment)
             await self.client.create(service)
             await self._autoscaler(spec)
         except ApiError as exc:
-            raise BackendError(f"Kubernetes refused deployment {spec.name}: {exc.message}") from None
-        return name
+            raise self._refusal(f"deployment {spec.name}", exc, namespace, spec.user) from None
+        return self._ref(namespace, name)
 
     # -- scaling -------------------------------------------------------------
     scales_in_place = True
 
     async def _autoscaler(self, spec: DeploymentSpec) -> None:
         """Create or update the deployment's HorizontalPodAutoscaler, or delete it when autoscaling is off."""
+        namespace = self.namespace_for(spec.user)
         if spec.autoscale is None:
-            await self.client.delete("autoscaling/v2", "HorizontalPodAutoscaler", self.namespace,
+            await self.client.delete("autoscaling/v2", "HorizontalPodAutoscaler", namespace,
                                      mf.deployment_name(spec.name))
             return
-        await self.client.apply(mf.make_hpa(spec, namespace=self.namespace, min_replicas=spec.autoscale.min_replicas,
+        await self.client.apply(mf.make_hpa(spec, namespace=namespace, min_replicas=spec.autoscale.min_replicas,
                                             max_replicas=spec.autoscale.max_replicas,
                                             cpu_utilization=spec.autoscale.target_cpu))
 
     async def scale(self, ref: str, spec: DeploymentSpec) -> None:
+        namespace, name = self._locate(ref, spec.user)
         try:
             await self._autoscaler(spec)
             if spec.autoscale is None:
-                path = resource_path("apps/v1", "Deployment", self.namespace, ref) + "/scale"
+                path = resource_path("apps/v1", "Deployment", namespace, name) + "/scale"
                 await self.client.request("PATCH", path, json={"spec": {"replicas": spec.replicas}},
                                           content_type="application/merge-patch+json")
         except ApiError as exc:
@@ -538,10 +632,11 @@ class KubernetesBackend(Backend):
             raise BackendError(f"Kubernetes refused to scale deployment {spec.name}: {exc.message}") from None
 
     async def deployment_status(self, ref: str, spec: DeploymentSpec) -> DeploymentStatus:
-        dep = await self._get_cached("apps/v1", "Deployment", ref)
+        namespace, ref = self._locate(ref, spec.user)
+        dep = await self._get_cached("apps/v1", "Deployment", ref, namespace)
         if dep is None:
             return DeploymentStatus("failed", None, "the Deployment was deleted outside the platform")
-        url = self._url(ref)
+        url = self._url(ref, namespace)
         status = dep.get("status") or {}
         wanted = (dep.get("spec") or {}).get("replicas", 1)
         current = status.get("observedGeneration", 0) >= dep["metadata"].get("generation", 0)
@@ -550,7 +645,7 @@ class KubernetesBackend(Backend):
             return DeploymentStatus("ready", url)
         stalled = next((c for c in (status.get("conditions") or [])
                         if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"), None)
-        pods = await self._pods_cached(dep["spec"]["selector"]["matchLabels"])
+        pods = await self._pods_cached(dep["spec"]["selector"]["matchLabels"], namespace)
         _, reason, oom = _pod_problems(pods, spec.image)
         if oom is not None:
             reason = f"out of memory: exceeded the hardware size's memory limit {spec.hardware.memory}"
@@ -559,36 +654,40 @@ class KubernetesBackend(Backend):
         return DeploymentStatus("deploying", url, reason)
 
     async def undeploy(self, ref: str, spec: DeploymentSpec) -> None:
+        namespace, ref = self._locate(ref, spec.user)
         await asyncio.gather(
-            self.client.delete("apps/v1", "Deployment", self.namespace, ref),
-            self.client.delete("v1", "Service", self.namespace, ref),
-            self.client.delete("autoscaling/v2", "HorizontalPodAutoscaler", self.namespace, ref),
+            self.client.delete("apps/v1", "Deployment", namespace, ref),
+            self.client.delete("v1", "Service", namespace, ref),
+            self.client.delete("autoscaling/v2", "HorizontalPodAutoscaler", namespace, ref),
         )
 
     # -- users' credentials: one Secret per user, mounted by envFrom (credentials.py) ----------
     keeps_credentials = True
 
-    async def _credentials_call(self, what: str, call: Any) -> Any:
-        """``call()`` (a credentials.py coroutine) with the API server's refusals as BackendError."""
+    async def _credentials_call(self, what: str, user: str, call: Any) -> Any:
+        """``call(namespace)`` (a credentials.py coroutine) with the API server's refusals as BackendError."""
         if not self.user_credentials:
             raise BackendError("this platform server does not give users' credentials to runs (user_credentials "
                                "is off), so it keeps none")
+        namespace = self.namespace_for(user)
         try:
-            return await call()
+            return await call(namespace)
         except ApiError as exc:
+            if self.namespace is None:
+                raise self._refusal(f"to {what}", exc, namespace, user) from None
             raise BackendError(f"Kubernetes refused to {what}: {exc.message}") from None
 
     async def put_credential(self, user: str, key: str, value: str) -> dt.datetime | None:
-        return await self._credentials_call(f"write the credential {key}",
-                                            lambda: creds.put(self.client, self.namespace, user, key, value))
+        return await self._credentials_call(f"write the credential {key}", user,
+                                            lambda ns: creds.put(self.client, ns, user, key, value))
 
     async def delete_credential(self, user: str, key: str) -> bool:
-        return await self._credentials_call(f"delete the credential {key}",
-                                            lambda: creds.delete(self.client, self.namespace, user, key))
+        return await self._credentials_call(f"delete the credential {key}", user,
+                                            lambda ns: creds.delete(self.client, ns, user, key))
 
     async def credential_keys(self, user: str) -> dict[str, dt.datetime | None]:
-        return await self._credentials_call("read the credentials Secret",
-                                            lambda: creds.keys(self.client, self.namespace, user))
+        return await self._credentials_call("read the credentials Secret", user,
+                                            lambda ns: creds.keys(self.client, ns, user))
 
     async def credential_env(self, user: str) -> dict[str, str]:
         return {}  # never literal values in a pod spec: Jobs and Deployments use envFrom
@@ -597,8 +696,9 @@ class KubernetesBackend(Backend):
     fires_schedules = True
 
     async def create_schedule(self, spec: ScheduleSpec) -> str:
+        namespace = self.namespace_for(spec.run.user)
         try:
-            cronjob = make_schedule_cronjob(spec, namespace=self.namespace, artifacts=self.artifacts,
+            cronjob = make_schedule_cronjob(spec, namespace=namespace, artifacts=self.artifacts,
                                             secret_name=self._credentials(spec.run.user),
                                             priority_class=self.priority_class, api_url=self.api_url)
         except ValueError as exc:
@@ -606,31 +706,53 @@ class KubernetesBackend(Backend):
         try:
             await self.client.apply(cronjob)  # a retried create finds its own CronJob
         except ApiError as exc:
+            if self.namespace is None:
+                raise self._refusal(f"the CronJob of schedule {spec.name!r}", exc, namespace, spec.run.user) from None
             raise BackendError(f"Kubernetes refused the CronJob of schedule {spec.name!r}: {exc.message}") from None
-        return cronjob["metadata"]["name"]
+        if self.namespace is None:  # its firings are Jobs in the user's namespace
+            self._informer("Job", namespace)
+        return self._ref(namespace, cronjob["metadata"]["name"])
 
     async def suspend_schedule(self, ref: str, suspended: bool) -> None:
+        namespace, ref = self._locate(ref)
         try:
-            await self.client.patch("batch/v1", "CronJob", self.namespace, ref, {"spec": {"suspend": suspended}})
+            await self.client.patch("batch/v1", "CronJob", namespace, ref, {"spec": {"suspend": suspended}})
         except ApiError as exc:
             what = "was deleted outside the platform" if exc.not_found else f"could not be changed: {exc.message}"
             raise BackendError(f"the CronJob {ref} {what}") from None
 
     async def delete_schedule(self, ref: str) -> None:
         # Background propagation: the garbage collector deletes its Jobs, and their pods.
-        await self.client.delete("batch/v1", "CronJob", self.namespace, ref, propagation="Background")
+        namespace, ref = self._locate(ref)
+        await self.client.delete("batch/v1", "CronJob", namespace, ref, propagation="Background")
 
-    async def schedule_firings(self) -> list[Firing]:
-        informer = self._informer("Job")
+    async def schedule_firings(self, refs: Collection[str] = ()) -> list[Firing]:
+        if self.namespace is not None:
+            return await self._firings(self.namespace)
+        # One namespace per user: those of the schedules' CronJobs, and those whose Jobs are watched.
+        namespaces = {ns for ns in (split_ref(ref)[0] for ref in refs) if ns}
+        namespaces |= {ns for ns, watched in self._watches.items() if "Job" in watched}
+        firings: list[Firing] = []
+        for namespace in sorted(namespaces):
+            try:
+                found = await self._firings(namespace)
+            except ApiError as exc:  # e.g. a user's namespace deleted: the others still fire
+                log.warning("firings in namespace %s: %s", namespace, exc.message)
+                continue
+            firings += [dataclasses.replace(f, backend_ref=self._ref(namespace, f.ref)) for f in found]
+        return firings
+
+    async def _firings(self, namespace: str) -> list[Firing]:
+        informer = self._informer("Job", namespace)
         if informer is not None:
             jobs = list(informer.objects.values())
         else:
             selector = ",".join([*(f"{k}={v}" for k, v in mf.MANAGED_BY.items()), SCHEDULE_ID_LABEL])
-            jobs = await self.client.list("batch/v1", "Job", self.namespace, label_selector=selector)
+            jobs = await self.client.list("batch/v1", "Job", namespace, label_selector=selector)
         return [f for f in map(firing_of, jobs) if f is not None]
 
     async def close(self) -> None:
-        await asyncio.gather(*(informer.stop() for informer in self.informers.values()))
+        await asyncio.gather(*(informer.stop() for watched in self._watches.values() for informer in watched.values()))
         await self.client.close()
 
 

@@ -1,0 +1,1 @@
+../../../jupyter-config/jupyterhub_config.py

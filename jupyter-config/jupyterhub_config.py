@@ -1,0 +1,68 @@
+"""JupyterHub config for the platform on Kubernetes (see README "JupyterHub").
+
+The notebook form is built from the platform config (environments × hardware sizes); a bad one
+stops the hub here, naming the bad key. Settings come from the environment:
+
+  MLP_PLATFORM_CONFIG    platform.yaml (default: the shipped one)
+  MLP_PLATFORM_URL       the platform API as the hub and notebook pods reach it (MLP_URL)
+  MLP_SERVICE_API_TOKEN  the platform API's token as a hub service (also its JUPYTERHUB_API_TOKEN)
+  MLP_NAMESPACE          namespace of the notebook pods (default: KubeSpawner's, the hub's own)
+  MLP_HOME_CLAIM         RWX PersistentVolumeClaim holding homes (default mlp-data), per-user
+                         subPath MLP_HOME_SUBPATH (default home/{username})
+  MLP_PRIORITY_CLASS     PriorityClass of notebook pods (default: none)
+  MLP_HUB_EXTRA_CONFIG   another config file loaded last (authenticator, ports, ...)
+"""
+
+import os
+import sys
+
+from mlplatform_server.errors import ConfigError
+from mlplatform_server.hub.profiles import load_hub_config, profile_list_for
+
+c = get_config()  # noqa: F821 (defined by traitlets when it loads this file)
+
+SERVICE = "mlplatform"
+SERVICE_SCOPE = f"access:services!service={SERVICE}"
+
+try:
+    platform = load_hub_config(os.environ.get("MLP_PLATFORM_CONFIG") or None)
+except ConfigError as exc:  # before the hub serves anything: no user sees a broken form
+    print(f"mlplatform: the hub does not start, bad platform config: {exc.message}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+platform_url = os.environ.get("MLP_PLATFORM_URL", "http://mlplatform:8000").rstrip("/")
+
+# Notebook pods: the platform's profiles and spawner.
+c.JupyterHub.spawner_class = "mlplatform_server.hub.spawner.MLPlatformSpawner"
+c.MLPlatformSpawner.platform_config = platform
+c.MLPlatformSpawner.platform_url = platform_url
+c.KubeSpawner.profile_list = profile_list_for(platform, os.environ.get("MLP_PRIORITY_CLASS") or None)
+if os.environ.get("MLP_NAMESPACE"):
+    c.KubeSpawner.namespace = os.environ["MLP_NAMESPACE"]
+c.KubeSpawner.default_url = "/lab"
+c.KubeSpawner.automount_service_account_token = False  # no Kubernetes API token in notebooks
+c.KubeSpawner.storage_pvc_ensure = False  # homes live on one shared RWX claim, not per-user PVCs
+c.KubeSpawner.volumes = [{"name": "home", "persistentVolumeClaim": {
+    "claimName": os.environ.get("MLP_HOME_CLAIM", "mlp-data")}}]
+c.KubeSpawner.volume_mounts = [{"name": "home", "mountPath": "/home/jovyan",
+                                "subPath": os.environ.get("MLP_HOME_SUBPATH", "home/{username}")}]
+c.KubeSpawner.extra_labels = {"app.kubernetes.io/part-of": "mlplatform"}
+# The server's token ($JUPYTERHUB_API_TOKEN, also MLP_TOKEN) may call the platform API.
+c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", SERVICE_SCOPE]
+
+# The platform API as a hub service: users' tokens carry access:services!service=mlplatform; it
+# reads users (admin flag) with its own token. Hub admins are platform admins.
+service = {"name": SERVICE, "url": platform_url, "display": False, "oauth_no_confirm": True}
+if os.environ.get("MLP_SERVICE_API_TOKEN"):
+    service["api_token"] = os.environ["MLP_SERVICE_API_TOKEN"]
+c.JupyterHub.services = [service]
+c.JupyterHub.load_roles = [
+    {"name": "user", "description": "Standard user privileges, and the platform API",
+     "scopes": ["self", SERVICE_SCOPE]},
+    {"name": "mlplatform-service", "description": "The platform API: who is an admin",
+     "scopes": ["read:users", "read:groups"], "services": [SERVICE]},
+]
+
+extra = os.environ.get("MLP_HUB_EXTRA_CONFIG")
+if extra:
+    load_subconfig(extra)  # noqa: F821
