@@ -9,6 +9,13 @@
 /** Sends one request; `path` is relative to the server's base URL (e.g. `mlplatform/config`). */
 export type Transport = (path: string, init: RequestInit) => Promise<Response>;
 
+/** Where a run's TensorBoard answers (a path on this Jupyter server). */
+export interface TensorBoardLink {
+  run: string;
+  url: string;
+  logdir: string;
+}
+
 export interface Hyperparameter {
   name: string;
   type: string; // int | float | bool | str | json (whatever the contract detected)
@@ -265,6 +272,11 @@ export class MLPlatformClient {
   /** POST JSON to a deployment's /invocations, relayed by the Jupyter server. */
   invoke(deployment: string, payload: unknown): Promise<unknown> {
     return this.request('POST', `mlplatform/invoke/${segment(deployment)}`, payload);
+  }
+
+  /** Start (or find) the TensorBoard of a run's logs, proxied by the Jupyter server. */
+  openTensorBoard(run: string): Promise<TensorBoardLink> {
+    return this.request('POST', 'mlplatform/tensorboards', { run });
   }
 
   // -- the platform API through the relay ---------------------------------------------

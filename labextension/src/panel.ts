@@ -172,7 +172,15 @@ export class RunsSection implements ISection {
           className: 'jp-mod-styled mlp-button',
           'aria-label': `Replicate run ${run.id}`,
           onclick: () => void act('Replicate', async () => { await client().replicateRun(run.id); await this.state!.refresh(); })
-        }, 'Replicate')),
+        }, 'Replicate'),
+        h('button', {
+          className: 'jp-mod-styled mlp-button mlp-tensorboard',
+          'aria-label': `Open TensorBoard of run ${run.id}`,
+          onclick: () => void act('TensorBoard', async () => {
+            const link = await client().openTensorBoard(run.id);
+            window.open(link.url, '_blank', 'noopener');
+          })
+        }, 'TensorBoard')),
       details);
   }
 

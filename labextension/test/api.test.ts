@@ -85,6 +85,15 @@ describe('request helpers', () => {
     expect(JSON.parse(seen[2].body)).toEqual({ x: 1 });
   });
 
+  it("opens a run's TensorBoard through the extension route", async () => {
+    answer('POST', '/user/alice/mlplatform/tensorboards', 200,
+      { run: 'r1', url: '/user/alice/mlplatform/tensorboard/r1/', logdir: '/data/runs/r1/artifacts' });
+    expect((await client().openTensorBoard('r1')).url).toBe('/user/alice/mlplatform/tensorboard/r1/');
+    expect(JSON.parse(seen[0].body)).toEqual({ run: 'r1' });
+    answer('POST', '/user/alice/mlplatform/tensorboards', 404, { error: 'not_found', message: "No run with id 'zz'" });
+    expect((await client().openTensorBoard('zz').catch(e => e)).message).toBe("No run with id 'zz'");
+  });
+
   it('encodes path segments', async () => {
     answer('GET', '/user/alice/mlplatform/api/models/a%2Fb/versions/1', 200, { model: 'a/b', version: '1', hyperparameters: [], methods: [], warnings: [] });
     expect((await client().modelVersion('a/b', '1')).model).toBe('a/b');
