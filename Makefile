@@ -26,6 +26,7 @@ install: system venv hub-tools
 
 system:
 	scripts/install-system.sh
+	scripts/install-toolchains.sh
 
 venv:
 	scripts/install-venv.sh

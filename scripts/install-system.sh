@@ -15,10 +15,10 @@ PACKAGES=(
   # database
   postgresql
   # the scripts themselves
-  curl ca-certificates python3 python3-venv tar
-  # JupyterLab extension: its build (labextension/; npm ships with the nodejs package here) and its
-  # UI tests (Playwright drives Debian's Chromium)
-  nodejs chromium
+  curl ca-certificates openssl python3 python3-venv tar
+  # the JupyterLab extension's UI tests (Playwright drives Debian's Chromium). Node.js/npm and Go
+  # are not Debian's (too old): scripts/install-toolchains.sh fetches them from the registries.
+  chromium
 )
 
 if [[ $(id -u) -ne 0 ]]; then

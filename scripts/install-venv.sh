@@ -19,7 +19,7 @@ fi
 # Content, not mtime: a fresh clone or checkout touches every file. The JupyterLab extension's
 # sources count too: pip's build hook rebuilds it (labextension/build-cached.mjs) when they change.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  log "node and npm are needed to build the JupyterLab extension (labextension/): install Node.js 20 with npm"
+  log "node and npm are needed to build the JupyterLab extension (labextension/): run 'make system' (scripts/install-toolchains.sh)"
   exit 1
 fi
 labext_hash="$(node labextension/build-cached.mjs --hash)"

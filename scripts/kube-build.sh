@@ -18,7 +18,8 @@ force=0
 
 GO="${GO:-$(command -v go || true)}"
 [[ -n $GO && -x $GO ]] || GO=/usr/local/go/bin/go
-[[ -x $GO ]] || { log "no Go toolchain (go on PATH or /usr/local/go/bin/go)"; exit 1; }
+[[ -x $GO ]] || GO="${MLP_TOOLCHAINS:-/opt/mlplatform}/go/bin/go"   # scripts/install-toolchains.sh
+[[ -x $GO ]] || { log "no Go toolchain (go on PATH, /usr/local/go or /opt/mlplatform/go): run 'make install'"; exit 1; }
 # Never switch toolchains behind our back; keep the two cores for the others (-p, nice).
 export GOTOOLCHAIN=local
 export GOFLAGS="-p=${MLP_GO_P:-2} -buildvcs=false -trimpath"

@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 GO="${GO:-$(command -v go || echo /usr/local/go/bin/go)}"
+[[ -x $GO ]] || GO="${MLP_TOOLCHAINS:-/opt/mlplatform}/go/bin/go"   # scripts/install-toolchains.sh
 export GOTOOLCHAIN=local GOFLAGS="${GOFLAGS:--p=2} -buildvcs=false"
 KUBE_VERSION="${1:-v1.34.4}"
 STAGING_VERSION="v0.${KUBE_VERSION#v1.}"   # v1.34.4 -> v0.34.4
