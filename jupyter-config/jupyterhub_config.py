@@ -14,21 +14,13 @@ stops the hub here, naming the bad key. Settings come from the environment:
 """
 
 import os
-import sys
 
-from mlplatform_server.errors import ConfigError
-from mlplatform_server.hub.profiles import load_hub_config, profile_list_for
+from mlplatform_server.hub.hub_config import configure_platform_service, platform_config_or_exit
+from mlplatform_server.hub.profiles import profile_list_for
 
 c = get_config()  # noqa: F821 (defined by traitlets when it loads this file)
 
-SERVICE = "mlplatform"
-SERVICE_SCOPE = f"access:services!service={SERVICE}"
-
-try:
-    platform = load_hub_config(os.environ.get("MLP_PLATFORM_CONFIG") or None)
-except ConfigError as exc:  # before the hub serves anything: no user sees a broken form
-    print(f"mlplatform: the hub does not start, bad platform config: {exc.message}", file=sys.stderr)
-    raise SystemExit(2) from None
+platform = platform_config_or_exit()
 
 platform_url = os.environ.get("MLP_PLATFORM_URL", "http://mlplatform:8000").rstrip("/")
 
@@ -47,21 +39,9 @@ c.KubeSpawner.volumes = [{"name": "home", "persistentVolumeClaim": {
 c.KubeSpawner.volume_mounts = [{"name": "home", "mountPath": "/home/jovyan",
                                 "subPath": os.environ.get("MLP_HOME_SUBPATH", "home/{username}")}]
 c.KubeSpawner.extra_labels = {"app.kubernetes.io/part-of": "mlplatform"}
-# The server's token ($JUPYTERHUB_API_TOKEN, also MLP_TOKEN) may call the platform API.
-c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", SERVICE_SCOPE]
 
-# The platform API as a hub service: users' tokens carry access:services!service=mlplatform; it
-# reads users (admin flag) with its own token. Hub admins are platform admins.
-service = {"name": SERVICE, "url": platform_url, "display": False, "oauth_no_confirm": True}
-if os.environ.get("MLP_SERVICE_API_TOKEN"):
-    service["api_token"] = os.environ["MLP_SERVICE_API_TOKEN"]
-c.JupyterHub.services = [service]
-c.JupyterHub.load_roles = [
-    {"name": "user", "description": "Standard user privileges, and the platform API",
-     "scopes": ["self", SERVICE_SCOPE]},
-    {"name": "mlplatform-service", "description": "The platform API: who is an admin",
-     "scopes": ["read:users", "read:groups"], "services": [SERVICE]},
-]
+# The platform API as a hub service; the servers' tokens ($JUPYTERHUB_API_TOKEN, also MLP_TOKEN) may call it.
+configure_platform_service(c, platform_url, os.environ.get("MLP_SERVICE_API_TOKEN"))
 
 extra = os.environ.get("MLP_HUB_EXTRA_CONFIG")
 if extra:

@@ -18,23 +18,15 @@ is the hub service ``mlplatform``. Settings come from the environment (run.sh se
 """
 
 import os
-import sys
 from pathlib import Path
 
-from mlplatform_server.errors import ConfigError
-from mlplatform_server.hub.profiles import load_hub_config
+from mlplatform_server.hub.hub_config import configure_platform_service, platform_config_or_exit
 
 c = get_config()  # noqa: F821 (defined by traitlets when it loads this file)
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVICE = "mlplatform"
-SERVICE_SCOPE = f"access:services!service={SERVICE}"
 
-try:
-    platform = load_hub_config(os.environ.get("MLP_PLATFORM_CONFIG") or None)
-except ConfigError as exc:
-    print(f"mlplatform: the hub does not start, bad platform config: {exc.message}", file=sys.stderr)
-    raise SystemExit(2) from None
+platform = platform_config_or_exit()
 
 data_dir = Path(os.environ.get("MLP_DATA_DIR", ".mlp-data")).resolve()
 hub_dir = data_dir / "hub"
@@ -72,14 +64,6 @@ c.Spawner.notebook_dir = str(data_dir / "home" / "{username}")
 c.Spawner.default_url = "/lab"
 c.Spawner.start_timeout = 180
 c.Spawner.http_timeout = 180
-c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", SERVICE_SCOPE]
 
-# The platform API as a hub service (the same roles as on Kubernetes: jupyterhub_config.py).
-c.JupyterHub.services = [{"name": SERVICE, "url": platform_url, "display": False, "oauth_no_confirm": True,
-                          "api_token": os.environ["MLP_SERVICE_API_TOKEN"]}]
-c.JupyterHub.load_roles = [
-    {"name": "user", "description": "Standard user privileges, and the platform API",
-     "scopes": ["self", SERVICE_SCOPE]},
-    {"name": "mlplatform-service", "description": "The platform API: who is an admin",
-     "scopes": ["read:users", "read:groups"], "services": [SERVICE]},
-]
+# The platform API as a hub service (the same roles and scopes as on Kubernetes).
+configure_platform_service(c, platform_url, os.environ["MLP_SERVICE_API_TOKEN"])

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import click
 
-from .client import ApiError, Client
+from .client import ApiError, Client, JupyterClient
 from .errors import PlatformError
 
 FINAL = ("succeeded", "failed", "cancelled")
@@ -689,10 +689,51 @@ def whoami(as_json: bool) -> None:
     emit(client().get("/whoami"), as_json, lambda d: d["name"] + (" (admin)" if d["admin"] else ""))
 
 
-# -- tensorboard (cli_tensorboard.py) -----------------------------------------------
-from .cli_tensorboard import tensorboard  # noqa: E402
+# -- tensorboard ----------------------------------------------------------------
+# The Jupyter server's mlplatform extension checks with the platform that the user may see the run,
+# then serves one TensorBoard per run at {base}mlplatform/tensorboard/<run>/ (tensorboard.py).
+def _jupyter_url(given: str | None) -> str:
+    import os
+    from urllib.parse import urlsplit
 
-main.add_command(tensorboard)
+    url = given or os.environ.get("MLP_JUPYTER_URL") or os.environ.get("JUPYTERHUB_SERVICE_URL")
+    if not url:
+        raise click.UsageError("no Jupyter server: pass --jupyter-url URL (the server's base URL, e.g. "
+                               "http://127.0.0.1:8888/) or set MLP_JUPYTER_URL; inside a hub notebook "
+                               "server JUPYTERHUB_SERVICE_URL is used")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise click.BadParameter(f"expected an http(s) URL, got {url!r}", param_hint="--jupyter-url")
+    return url
+
+
+@main.command()
+@click.argument("run")
+@click.option("--jupyter-url", default=None, help="Base URL of your Jupyter server (default: $MLP_JUPYTER_URL, "
+              "or $JUPYTERHUB_SERVICE_URL in a hub notebook server).")
+@click.option("--jupyter-token", default=None, help="Its token (default: $MLP_JUPYTER_TOKEN, or "
+              "$JUPYTERHUB_API_TOKEN in a hub notebook server).")
+@click.option("--no-start", is_flag=True, help="Print the URL without starting TensorBoard (the first visit does).")
+@json_option
+def tensorboard(run: str, jupyter_url: str | None, jupyter_token: str | None, no_start: bool,
+                as_json: bool) -> None:
+    """Open RUN's logs (its artifacts/logs folder, else its artifacts) in TensorBoard; print the URL.
+
+    $MLP_PUBLIC_URL (set by the hub's spawners) is the origin printed when it differs from the one
+    this command reaches."""
+    import os
+    from urllib.parse import urlsplit
+
+    jupyter = JupyterClient(_jupyter_url(jupyter_url), jupyter_token or os.environ.get("MLP_JUPYTER_TOKEN")
+                            or os.environ.get("JUPYTERHUB_API_TOKEN") or "")
+    try:
+        answer = jupyter.open_tensorboard(run, start=not no_start)
+    finally:
+        jupyter.close()
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(jupyter.url))
+    public = os.environ.get("MLP_PUBLIC_URL", "").rstrip("/") or origin
+    data = {"run": run, "url": public + answer["url"], "logdir": answer.get("logdir"), "started": not no_start}
+    emit(data, as_json, lambda d: d["url"])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 import httpx
 
@@ -71,10 +71,10 @@ class Client:
 
     # -- deployments: revisions, rollback, scale ------------------------------------------------
     def deployment_revisions(self, name: str) -> dict[str, Any]:
-        return self.get(f"/deployments/{name}/revisions")
+        return self.get(f"/deployments/{quote(name, safe='')}/revisions")
 
     def rollback_deployment(self, name: str, revision: int | None = None) -> dict[str, Any]:
-        return self.post(f"/deployments/{name}/rollback", {} if revision is None else {"revision": revision})
+        return self.post(f"/deployments/{quote(name, safe='')}/rollback", {} if revision is None else {"revision": revision})
 
     def scale_deployment(self, name: str, replicas: int | None = None,
                          autoscale: dict[str, int] | None = None, autoscale_off: bool = False) -> dict[str, Any]:
@@ -82,7 +82,7 @@ class Client:
         body: dict[str, Any] = {} if replicas is None else {"replicas": replicas}
         if autoscale is not None or autoscale_off:
             body["autoscale"] = autoscale
-        return self.post(f"/deployments/{name}/scale", body)
+        return self.post(f"/deployments/{quote(name, safe='')}/scale", body)
 
     # -- schedules: batch prediction on a cron schedule ---------------------------------------
     def create_schedule(self, name: str, model: str, source_run_id: str, inputs: str, outputs: str, schedule: str,
@@ -109,6 +109,46 @@ class Client:
         return self.post(f"/schedules/{quote(name, safe='')}/resume")
 
 
+class JupyterClient:
+    """The user's Jupyter server's mlplatform routes (``mlp tensorboard``): its own URL and token."""
+
+    def __init__(self, url: str, token: str = "") -> None:
+        self.url = url if url.endswith("/") else url + "/"
+        headers = {"Authorization": f"token {token}"} if token else {}
+        self._http = httpx.Client(headers=headers, timeout=httpx.Timeout(180, connect=10))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def open_tensorboard(self, run: str, start: bool = True) -> dict[str, Any]:
+        """{"url" (a path on this server), "logdir"}; with start, the first request starts TensorBoard."""
+        try:
+            resp = self._http.post(urljoin(self.url, "mlplatform/tensorboards"), json={"run": run})
+        except httpx.HTTPError as exc:
+            raise ApiError(502, f"Cannot reach the Jupyter server at {self.url}: {type(exc).__name__}") from None
+        if resp.status_code in (401, 403):
+            raise ApiError(502, f"The Jupyter server at {self.url} refused the token (HTTP {resp.status_code}): "
+                                "pass --jupyter-token or set MLP_JUPYTER_TOKEN")
+        try:
+            answer = resp.json()
+        except ValueError:
+            answer = None
+        if resp.status_code != 200:
+            message = answer.get("message") if isinstance(answer, dict) else None
+            raise ApiError(502, f"TensorBoard for run {run}: {message or f'HTTP {resp.status_code}'}")
+        if not isinstance(answer, dict) or not isinstance(answer.get("url"), str):
+            raise ApiError(502, f"{self.url} did not answer as a Jupyter server with the mlplatform extension "
+                                "(no TensorBoard URL in its answer): check --jupyter-url")
+        if start:
+            try:
+                page = self._http.get(urljoin(self.url, answer["url"]), follow_redirects=True)
+            except httpx.HTTPError as exc:
+                raise ApiError(502, f"TensorBoard for run {run} did not answer: {type(exc).__name__}") from None
+            if page.status_code != 200:
+                raise ApiError(502, f"TensorBoard for run {run} did not start (HTTP {page.status_code})")
+        return answer
+
+
 def _only_set(**params: Any) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
@@ -124,4 +164,8 @@ def _decode(response: httpx.Response) -> Any:
         if isinstance(body, dict) and "message" in body:
             raise ApiError(response.status_code, body["message"], body)
         raise ApiError(response.status_code, f"HTTP {response.status_code}: {response.text[:200]}")
-    return body if body is not None else response.text
+    if body is None:  # every JSON endpoint answers JSON; text (logs) goes through stream_text
+        kind = response.headers.get("content-type") or "no content type"
+        raise ApiError(response.status_code, f"{response.request.url} answered HTTP {response.status_code} with "
+                       f"{kind}, not the platform API's JSON: is MLP_URL the platform API?")
+    return body

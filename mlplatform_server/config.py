@@ -33,6 +33,13 @@ def _check_name(value: str) -> str:
     return value
 
 
+def _check_quantity(value: str | None) -> str | None:
+    """A Kubernetes quantity such as 4Gi (None: unset)."""
+    if value is not None:
+        parse_quantity(value)
+    return value
+
+
 class Environment(_Strict):
     name: str
     image: str
@@ -76,19 +83,7 @@ class HardwareSize(_Strict):
     memory_guarantee: str | None = None
 
     _name = field_validator("name")(_check_name)
-
-    @field_validator("memory")
-    @classmethod
-    def _memory(cls, value: str) -> str:
-        parse_quantity(value)
-        return value
-
-    @field_validator("memory_guarantee")
-    @classmethod
-    def _memory_guarantee(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_quantity(value)
-        return value
+    _quantities = field_validator("memory", "memory_guarantee")(_check_quantity)
 
     @field_validator("groups")
     @classmethod
@@ -143,11 +138,7 @@ class BuildKitSettings(_Strict):
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("memory", "ephemeral_storage")
-    @classmethod
-    def _quantity(cls, value: str) -> str:
-        parse_quantity(value)
-        return value
+    _quantities = field_validator("memory", "ephemeral_storage")(_check_quantity)
 
 
 class BuildersConfig(_Strict):

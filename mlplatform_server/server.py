@@ -10,7 +10,6 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from tornado.httpserver import HTTPServer
 
 from .backends import create_backend, docker_engine_answers
@@ -103,8 +102,7 @@ def _kubernetes_backend(options: ServerOptions, settings: KubernetesSettings):
             api_url=options.public_url or f"http://{options.host}:{options.port}",
             priority_class=options.priority_class,
         )
-    except (ValueError, OSError, KeyError, TypeError, AttributeError, yaml.YAMLError) as exc:
-        # an unreadable, malformed or incomplete kubeconfig
+    except (ValueError, OSError) as exc:  # e.g. an unreadable or malformed kubeconfig, an unreadable certificate
         raise ConfigError(f"kubernetes backend: {' '.join(str(exc).split())}") from None
 
 

@@ -26,24 +26,27 @@ backend=${MLP_BACKEND:-auto}
 notebook_dir=$(realpath "${MLP_NOTEBOOK_DIR:-.}")
 mkdir -p "$data_dir"
 
-# The admin token: kept in the data dir (mode 0600) so it survives restarts.
-token_file="$data_dir/admin-token"
-if [[ ! -s $token_file ]]; then
-  (umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(32))' >"$token_file")
-fi
-lab_token_file="$data_dir/lab-token"
-if [[ ! -s $lab_token_file ]]; then
-  (umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(24))' >"$lab_token_file")
-fi
-MLP_TOKEN=$(cat "$token_file")
-lab_token=$(cat "$lab_token_file")
-export MLP_TOKEN MLP_URL="http://127.0.0.1:$port"
-
-# hub mode: the passwords (users', admin's) and the platform's service token, mode 0600.
+# Secrets are kept in the data dir (mode 0600) so they survive restarts.
 secret() {  # FILE [LENGTH]: the secret kept in FILE, made once
   [[ -s $1 ]] || (umask 077; python3 -c "import secrets; print(secrets.token_urlsafe(${2:-32}))" >"$1")
   cat "$1"
 }
+# wait_up URL PID LOG TRIES: until URL answers (0.2 s apart); LOG's tail and exit 1 if PID dies or time runs out.
+wait_up() {
+  for _ in $(seq 1 "$4"); do
+    curl -fsS "$1" >/dev/null 2>&1 && return 0
+    kill -0 "$2" 2>/dev/null || break
+    sleep 0.2
+  done
+  tail -20 "$3"
+  exit 1
+}
+token_file="$data_dir/admin-token"
+MLP_TOKEN=$(secret "$token_file")
+lab_token=$(secret "$data_dir/lab-token" 24)
+export MLP_TOKEN MLP_URL="http://127.0.0.1:$port"
+
+# hub mode: the passwords (users', admin's) and the platform's service token.
 server_env=()
 if [[ $mode == hub ]]; then
   chp=${MLP_CHP:-$ROOT/tools/hub/node_modules/.bin/configurable-http-proxy}
@@ -67,11 +70,7 @@ trap cleanup EXIT INT TERM
 env "${server_env[@]}" "$ROOT/.venv/bin/mlp" server --backend "$backend" --data-dir "$data_dir" --port "$port" \
   >>"$data_dir/server.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 150); do
-  curl -fsS "http://127.0.0.1:$port/api/v1/health" >/dev/null 2>&1 && break
-  kill -0 "${pids[0]}" 2>/dev/null || { tail -20 "$data_dir/server.log"; exit 1; }
-  sleep 0.2
-done
+wait_up "http://127.0.0.1:$port/api/v1/health" "${pids[0]}" "$data_dir/server.log" 150
 
 backend_name=$(curl -fsS "http://127.0.0.1:$port/api/v1/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["backend"])')
 
@@ -84,12 +83,7 @@ if [[ $mode == hub ]]; then
      "$ROOT/.venv/bin/jupyterhub" -f "$ROOT/jupyter-config/jupyterhub_local_config.py") \
     >>"$data_dir/hub.log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 1 300); do
-    curl -fsS "http://127.0.0.1:$lab_port/hub/health" >/dev/null 2>&1 && break
-    kill -0 "${pids[1]}" 2>/dev/null || { tail -20 "$data_dir/hub.log"; exit 1; }
-    sleep 0.2
-  done
-  curl -fsS "http://127.0.0.1:$lab_port/hub/health" >/dev/null || { tail -20 "$data_dir/hub.log"; exit 1; }
+  wait_up "http://127.0.0.1:$lab_port/hub/health" "${pids[1]}" "$data_dir/hub.log" 300
   cat <<EOT
 
   mlplatform is running (JupyterHub; backend: $backend_name, data: $data_dir)
@@ -114,11 +108,7 @@ fi
   $([[ $(id -u) == 0 ]] && echo --allow-root) \
   >>"$data_dir/lab.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 300); do
-  curl -fsS "http://127.0.0.1:$lab_port/api/status?token=$lab_token" >/dev/null 2>&1 && break
-  kill -0 "${pids[1]}" 2>/dev/null || { tail -20 "$data_dir/lab.log"; exit 1; }
-  sleep 0.2
-done
+wait_up "http://127.0.0.1:$lab_port/api/status?token=$lab_token" "${pids[1]}" "$data_dir/lab.log" 300
 
 cat <<EOF
 

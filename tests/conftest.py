@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support import free_port, pids_with_env, required_env  # noqa: F401  (re-exported for fixtures)
+from support import free_port, required_env, stop_stray_processes  # noqa: F401  (re-exported for fixtures)
 
 
 
@@ -117,16 +119,7 @@ def mlp_server_factory(tmp_path):
     yield make
     for server in servers:
         server.stop()
-    _stop_stray_processes(tmp_path)
-
-
-def _stop_stray_processes(tmp_path: Path) -> None:
-    """Kill runtime processes a test left running (they live in their own sessions)."""
-    for pid in pids_with_env(str(tmp_path).encode(), b"MLP_MODULE_PATH"):
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
+    stop_stray_processes(tmp_path)
 
 
 @pytest.fixture
@@ -147,3 +140,48 @@ def docker_server(mlp_server_factory, tmp_path) -> MlpServer:
         "hardware": [{"name": "cpu-small", "cpu": 1, "memory": "1Gi", "default": True}],
     }))
     return mlp_server_factory(backend="docker", config=config, extra_env={"DOCKER_HOST": docker_host})
+
+
+@pytest.fixture
+def platform_yaml(tmp_path: Path) -> Path:
+    """The shipped default sizes (cpu-small, gpu-1, ...) plus gpu-8, which no node can hold (its pod
+    stays pending: a live pod)."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "mlplatform_server" / "default_platform.yaml").read_text())
+    gpu1 = next(h for h in config["hardware"] if h["name"] == "gpu-1")
+    config["hardware"].append({**gpu1, "name": "gpu-8", "display_name": "Eight GPUs", "gpus": 8})
+    path = tmp_path / "platform.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> Iterator[str]:
+    """An empty database: a SQLite file, or a fresh database on the real PostgreSQL `make test` started."""
+    from sqlalchemy import create_engine, text
+
+    from mlplatform_server.store.db import sqlite_url
+
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path)
+        return
+    base = required_env("MLP_TEST_PG_URL")
+    name = "t_" + uuid.uuid4().hex[:10]
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield base.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Any]:
+    """The platform's Store on `database_url` (so on SQLite and on PostgreSQL)."""
+    from mlplatform_server.store.db import Store
+
+    s = Store(database_url)
+    yield s
+    s.close()

@@ -9,8 +9,11 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from mlplatform_server.backends.kubernetes.manifests import TOKEN_AUDIENCE
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBECTL = ROOT / ".testenv" / "bin" / "kubectl"
@@ -34,6 +37,22 @@ def kubectl(*args: str, input: str | None = None, check: bool = True) -> subproc
     if check and proc.returncode != 0:
         pytest.fail(f"kubectl {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def get_json(ns: str, *what: str) -> dict[str, Any]:
+    return json.loads(kubectl("-n", ns, "get", *what, "-o", "json").stdout)
+
+
+def absent(ns: str, what: str) -> bool:
+    return "NotFound" in kubectl("-n", ns, "get", what, check=False).stderr
+
+
+def pod_token(ns: str, pod: dict[str, Any], audience: str = TOKEN_AUDIENCE) -> str:
+    """What the kubelet projects into ``pod``: a service-account token bound to it."""
+    return kubectl("-n", ns, "create", "token", pod["spec"].get("serviceAccountName") or "default",
+                   "--audience", audience, "--bound-object-kind", "Pod",
+                   "--bound-object-name", pod["metadata"]["name"],
+                   "--bound-object-uid", pod["metadata"]["uid"]).stdout.strip()
 
 
 def claim_manifests(ns: str, claim: str = PVC) -> dict:

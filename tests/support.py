@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,3 +62,84 @@ def pids_with_env(*entries: bytes) -> list[int]:
         if all(entry in environ for entry in entries):
             found.append(int(proc_dir.name))
     return found
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
+    """Poll `check` until it returns something truthy (returned); fail naming `what` and its last value."""
+    deadline = time.time() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.time() < deadline, f"timed out waiting for {what}: last {value!r}"
+        time.sleep(0.3)
+
+
+def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM the process group `proc` leads; SIGKILL it when it has not ended within `timeout`."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@contextmanager
+def private_podman(prefix: str) -> Iterator[str]:
+    """A Podman API service of our own, its `unix://` URL: it reads the registries.conf drop-in
+    (plain-HTTP test registries) that scripts/registry.sh writes, whenever the shared service was started."""
+    import docker
+
+    sock_dir = Path(f"/tmp/{prefix}-{uuid.uuid4().hex[:8]}")
+    sock_dir.mkdir()
+    url = f"unix://{sock_dir / 'podman.sock'}"
+    with open(sock_dir / "service.log", "ab") as log:
+        proc = subprocess.Popen(["podman", "system", "service", "--time=0", url], stdout=log,
+                                stderr=subprocess.STDOUT, cwd=sock_dir, start_new_session=True)
+    deadline = time.time() + 30
+    while True:
+        try:
+            client = docker.DockerClient(base_url=url)
+            try:
+                client.ping()
+            finally:
+                client.close()
+            break
+        except Exception:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail(f"private podman service did not start: {(sock_dir / 'service.log').read_text()}")
+            time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+
+def save_with_requirements(server: Any, tmp_path: Path) -> Path:
+    """Save the spine's notebook as model `iris` from a project folder with a requirements.txt; the folder."""
+    from notebooks import realistic_notebook
+
+    folder = tmp_path / "project"
+    folder.mkdir()
+    nb = folder / "iris.ipynb"
+    nb.write_text(realistic_notebook())
+    (folder / "requirements.txt").write_text("tabulate==0.9.0\n")
+    server.mlp_json("models", "save", str(nb), "--name", "iris")
+    return folder
+
+
+def stop_stray_processes(tmp_path: Path) -> None:
+    """Kill runtime processes (runs, deployments) a test under `tmp_path` left running; they live in
+    their own sessions."""
+    for pid in pids_with_env(str(tmp_path).encode(), b"MLP_MODULE_PATH"):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass

@@ -2,9 +2,18 @@
 import { Dialog } from '@jupyterlab/apputils';
 import { Widget } from '@lumino/widgets';
 
-import { BUILDERS, Hyperparameter, Inspection, MLPlatformClient, ModelSummary, Profiles, Run } from './api';
+import { BUILDERS, Hyperparameter, Inspection, MLPlatformClient, ModelSummary, Profile, Profiles, Run } from './api';
 import { field, h, select } from './dom';
 import { defaultProfile, formatValue, inputKind, suggestDeploymentName } from './forms';
+
+/** A select of environments or hardware sizes: the given one, else the admin's default. */
+function profileSelect(profiles: Profile[], value: string, name: string): HTMLSelectElement {
+  return select(
+    profiles.map(p => ({ value: p.name, label: p.display_name || p.name })),
+    value || defaultProfile(profiles),
+    { name }
+  );
+}
 
 function errorBox(message?: string): HTMLElement {
   return h('div', { className: 'mlp-error mlp-form-error', role: 'alert', hidden: !message }, message ?? '');
@@ -104,16 +113,8 @@ export class TrainBody extends Widget implements Dialog.IBodyWidget<TrainValue> 
     this.addClass('mlp-form');
     this.modelSelect = select(models.map(m => ({ value: m.name, label: m.name })), value.model, { name: 'model' });
     this.versionInput = select([], undefined, { name: 'version' });
-    this.envSelect = select(
-      profiles.environments.map(p => ({ value: p.name, label: p.display_name || p.name })),
-      value.environment || defaultProfile(profiles.environments),
-      { name: 'environment' }
-    );
-    this.hwSelect = select(
-      profiles.hardware.map(p => ({ value: p.name, label: p.display_name || p.name })),
-      value.hardware || defaultProfile(profiles.hardware),
-      { name: 'hardware' }
-    );
+    this.envSelect = profileSelect(profiles.environments, value.environment, 'environment');
+    this.hwSelect = profileSelect(profiles.hardware, value.hardware, 'hardware');
     this.hpBox = h('fieldset', { className: 'mlp-hps' });
     this.fillVersions(models, value.model, value.version);
     this.fillHyperparameters(hyperparameters, value.raw);
@@ -270,11 +271,7 @@ export class ContainerizeBody extends Widget implements Dialog.IBodyWidget<Conta
     this.addClass('mlp-form');
     this.modelSelect = select(models.map(m => ({ value: m.name, label: m.name })), value.model, { name: 'model' });
     this.versionSelect = select([], undefined, { name: 'version' });
-    this.envSelect = select(
-      profiles.environments.map(p => ({ value: p.name, label: p.display_name || p.name })),
-      value.environment || defaultProfile(profiles.environments),
-      { name: 'environment' }
-    );
+    this.envSelect = profileSelect(profiles.environments, value.environment, 'environment');
     this.builderSelect = select(BUILDERS.map(b => ({ value: b, label: b })), value.builder || 'auto', { name: 'builder' });
     this.contextBox = h('div', { className: 'mlp-build-context', 'aria-live': 'polite' });
     this.fillVersions(value.version);

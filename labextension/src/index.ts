@@ -12,7 +12,7 @@ import { CommandToolbarButton, LabIcon } from '@jupyterlab/ui-components';
 import { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 import { Widget } from '@lumino/widgets';
 
-import { ApiError, imageDigest, MLPlatformClient, Run } from './api';
+import { ApiError, imageDigest, MLPlatformClient, ModelSummary, Page, Profiles, Run } from './api';
 import { makeClient } from './connection';
 import { h } from './dom';
 import {
@@ -128,18 +128,29 @@ class Actions {
     }
   }
 
-  async train(args: ReadonlyPartialJSONObject): Promise<void> {
-    let models, profiles;
+  /** The models and profiles a Train or Containerize dialog offers; null (the user told why) when
+   * they cannot be loaded or there is no model yet. */
+  private async modelChoices(title: string): Promise<[Page<ModelSummary>, Profiles] | null> {
+    let models: Page<ModelSummary>, profiles: Profiles;
     try {
       [models, profiles] = await Promise.all([this.client.models(), this.client.profiles()]);
     } catch (error) {
-      Notification.error(`Train: ${message(error)}`, { autoClose: 8000 });
-      return;
+      Notification.error(`${title}: ${message(error)}`, { autoClose: 8000 });
+      return null;
     }
     if (!models.items.length) {
-      await showDialog({ title: 'Train', body: 'No model yet: use "Save as model" on a notebook first.', buttons: [Dialog.okButton()] });
+      await showDialog({ title, body: 'No model yet: use "Save as model" on a notebook first.', buttons: [Dialog.okButton()] });
+      return null;
+    }
+    return [models, profiles];
+  }
+
+  async train(args: ReadonlyPartialJSONObject): Promise<void> {
+    const choices = await this.modelChoices('Train');
+    if (!choices) {
       return;
     }
+    const [models, profiles] = choices;
     const wanted = (args.model as string) || this.lastModel?.name || models.items[0].name;
     const summary = models.items.find(m => m.name === wanted) ?? models.items[0];
     const version =
@@ -186,17 +197,11 @@ class Actions {
   }
 
   async containerize(args: ReadonlyPartialJSONObject): Promise<void> {
-    let models, profiles;
-    try {
-      [models, profiles] = await Promise.all([this.client.models(), this.client.profiles()]);
-    } catch (error) {
-      Notification.error(`Containerize: ${message(error)}`, { autoClose: 8000 });
+    const choices = await this.modelChoices('Containerize');
+    if (!choices) {
       return;
     }
-    if (!models.items.length) {
-      await showDialog({ title: 'Containerize', body: 'No model yet: use "Save as model" on a notebook first.', buttons: [Dialog.okButton()] });
-      return;
-    }
+    const [models, profiles] = choices;
     const model = (args.model as string) || this.lastModel?.name || models.items[0].name;
     let value: ContainerizeValue = {
       model,

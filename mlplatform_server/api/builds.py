@@ -3,15 +3,8 @@
 
 from __future__ import annotations
 
-from ..errors import InvalidInput
+from ..services.builds import BuildRequest
 from .base import BaseHandler
-
-
-def _optional_str(body: dict, key: str) -> str | None:
-    value = body.get(key)
-    if value is not None and not isinstance(value, str):
-        raise InvalidInput(f"'{key}' must be a string")
-    return value
 
 
 class BuildHandler(BaseHandler):
@@ -32,11 +25,7 @@ class BuildHandler(BaseHandler):
         })
 
     async def post(self, name: str, version: str) -> None:
-        body = self.json_body()
+        req = BuildRequest.from_json(self.json_body())
         result = await self.platform.builds.build(
-            self.caller, name, version,
-            environment=_optional_str(body, "environment"),
-            builder=_optional_str(body, "builder"),
-            context_dir=_optional_str(body, "context_dir"),
-        )
+            self.caller, name, version, environment=req.environment, builder=req.builder, context_dir=req.context_dir)
         self.send(result, 201)

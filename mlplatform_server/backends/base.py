@@ -19,6 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:  # scheduling.py imports this module
+    from ..builders import BuildContext
+    from ..builders.layer import BuildResult
+    from ..builders.registry import ImageRef
+    from ..config import BuildKitSettings
     from .scheduling import Firing, ScheduleSpec
 
 
@@ -210,6 +214,17 @@ class Backend(abc.ABC):
 
     async def close(self) -> None:
         """Release clients. Runs and deployments keep going."""
+
+    # -- image builds in the cluster (services/builds.py) ---------------------------------
+    #: True: `build_image` runs the buildkit builder where the backend runs workloads (Kubernetes: a
+    #: BuildKit Job); `auto` then picks it for a requirements.txt. False: only the layer and engine
+    #: builders, which run in the platform's own process.
+    builds_images: bool = False
+
+    async def build_image(self, ctx: "BuildContext", target: "ImageRef", registry_url: str,
+                          auth_file: "Path | str | None", settings: "BuildKitSettings", user: str) -> "BuildResult":
+        """Build ``ctx`` for ``user`` and push it to ``target`` (the buildkit builder)."""
+        raise NotImplementedError(f"the {self.name} backend does not build images")
 
     # -- users' credentials (services/credentials.py) -------------------------------------
     #: False: the platform attaches a `CredentialStore` (encrypted in its database) and the backend

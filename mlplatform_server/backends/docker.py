@@ -181,11 +181,13 @@ class DockerBackend(Backend):
             ]
         return resources
 
-    def _environment(self, env: dict[str, str], mounts: _Mounts) -> dict[str, str]:
+    def _environment(self, env: dict[str, str], mounts: _Mounts, code_in_image: bool) -> dict[str, str]:
         out = {k: v for k, v in env.items() if k not in _PRIVATE_ENV}
         for key in _PATH_ENV:
             if out.get(key):
                 out[key] = mounts.translate(out[key])
+        if code_in_image:  # the model image's own copy (nothing is mounted over it)
+            out["MLP_MODULE_PATH"] = str(CODE_DIR / "model.py")
         if self.api_host and out.get("MLP_URL"):
             parts = urllib.parse.urlsplit(out["MLP_URL"])
             netloc = self.api_host + (f":{parts.port}" if parts.port else "")
@@ -359,9 +361,7 @@ class DockerBackend(Backend):
         if outputs is not None:
             outputs.parent.mkdir(parents=True, exist_ok=True)
             mounts.add(outputs.parent, OUTPUT_DIR, read_only=False)
-        environment = self._environment(spec.env, mounts)
-        if code_in_image:
-            environment["MLP_MODULE_PATH"] = str(CODE_DIR / "model.py")
+        environment = self._environment(spec.env, mounts, code_in_image)
         options: dict[str, Any] = {
             "image": image,
             "command": ["python3", "-m", "mlplatform_server.runtime", spec.action],
@@ -513,9 +513,7 @@ class DockerBackend(Backend):
             "MLP_HOST": "127.0.0.1" if host_mode else "0.0.0.0",
             "MLP_WORKERS": str(spec.replicas),
         }
-        environment = self._environment(env, mounts)
-        if code_in_image:
-            environment["MLP_MODULE_PATH"] = str(CODE_DIR / "model.py")
+        environment = self._environment(env, mounts, code_in_image)
         options: dict[str, Any] = {
             "image": image,
             "command": ["python3", "-m", "mlplatform_server.runtime", "serve"],

@@ -30,7 +30,7 @@ from traitlets import Bool, Unicode, default
 from ..backends.base import parse_quantity
 from ..config import Environment, HardwareSize, PlatformConfig
 from ..errors import ConfigError
-from .profiles import PROFILE_SLUG, check_user_options, size_allowed, spawner_groups
+from .profiles import PROFILE_SLUG, check_user_options, default_size_name, size_allowed, spawner_groups
 
 NO_GPU_REASON = "no NVIDIA GPU on this machine (nvidia-smi not found or failing)"
 
@@ -72,9 +72,7 @@ def options_form_html(config: PlatformConfig, groups: set[str], gpus: int, engin
     """The spawn form: an environment select and a hardware select (unavailable sizes disabled)."""
     default_env = config.environment(None).name
     open_sizes = [s for s in config.hardware if unavailable_reason(s, groups, gpus) is None]
-    default_size = config.hardware_size(None).name
-    if default_size not in {s.name for s in open_sizes} and open_sizes:
-        default_size = open_sizes[0].name
+    default_size = default_size_name(config, open_sizes)
     esc = html.escape
     envs = "".join(
         f'<option value="{esc(e.name)}"{" selected" if e.name == default_env else ""}>'

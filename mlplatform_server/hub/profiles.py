@@ -51,6 +51,12 @@ def size_allowed(size: HardwareSize, groups: Iterable[str] | None) -> bool:
     return groups is None or not size.groups or bool(set(size.groups) & set(groups))
 
 
+def default_size_name(config: PlatformConfig, open_sizes: list[HardwareSize]) -> str:
+    """The config's default size when the user may pick it, else the first size they may."""
+    name = config.hardware_size(None).name
+    return name if not open_sizes or name in {s.name for s in open_sizes} else open_sizes[0].name
+
+
 def build_profile_list(config: PlatformConfig, groups: Iterable[str] | None = None,
                        priority_class: str | None = None, user: str = "") -> list[dict[str, Any]]:
     """The ``profile_list`` for a member of ``groups`` (None: unfiltered)."""
@@ -60,9 +66,7 @@ def build_profile_list(config: PlatformConfig, groups: Iterable[str] | None = No
         raise ConfigError(f"No hardware size is open to user {user!r} (groups: {sorted(groups or [])}): "
                           "every size in hardware lists groups the user is not in")
     default_env = config.environment(None).name
-    default_size = config.hardware_size(None).name
-    if default_size not in {s.name for s in sizes}:
-        default_size = sizes[0].name
+    default_size = default_size_name(config, sizes)
     profile_override: dict[str, Any] = {}
     if priority_class:
         profile_override["priority_class_name"] = priority_class

@@ -36,6 +36,7 @@ from traitlets import Unicode
 
 from ..backends.kubernetes.manifests import credentials_secret_name
 from ..backends.kubernetes.names import sanitize_name
+from ..errors import ConfigError
 from .profiles import check_user_options, spawner_groups
 
 SECRET_ENV = ("JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "MLP_TOKEN")
@@ -66,7 +67,7 @@ class MLPlatformSpawner(KubeSpawner):
             chosen = (self.user_options or {}).get("environment") or None
             try:
                 environment = self.platform_config.environment(chosen)
-            except Exception:  # refused by load_user_options before a pod is made
+            except ConfigError:  # refused by load_user_options before a pod is made
                 environment = None
             env["MLP_TENSORBOARD"] = "1" if environment is not None and environment.tensorboard else "0"
         return env

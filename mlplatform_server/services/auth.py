@@ -13,6 +13,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 
@@ -20,6 +21,7 @@ from ..errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from ..store import models as m
 from ..store.db import Store
 
+OwnedT = TypeVar("OwnedT")
 _USER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._@-]{0,127}$")
 
 
@@ -35,6 +37,16 @@ class Principal:
 
     def can_touch(self, owner: str) -> bool:
         return self.run_id is None and (self.admin or self.name == owner)
+
+
+def owned_by_name(s: Any, caller: Principal, table: type[OwnedT], name: str, noun: str) -> OwnedT:
+    """The row of ``table`` (a table with ``name`` and ``owner``) named ``name``, if ``caller`` may
+    touch it; otherwise NotFound, so another user's things do not even show that they exist."""
+    caller.require_user()
+    row = s.execute(select(table).where(table.name == name)).scalar_one_or_none()  # type: ignore[attr-defined]
+    if row is None or not caller.can_touch(row.owner):  # type: ignore[attr-defined]
+        raise NotFound(f"No {noun} named {name!r}")
+    return row
 
 
 def new_token() -> str:
@@ -69,37 +81,45 @@ class AuthService:
                 s.add(m.User(name=admin_name, admin=True))
 
     async def authenticate_request(self, token: str | None) -> Principal:
-        """:meth:`authenticate`; for an unknown token, the hub's user (as a hub service), then the
-        backend's workload identity."""
+        """:meth:`authenticate`; for a token the platform did not issue, the hub's user (as a hub
+        service), then the backend's workload identity."""
         try:
             return self.authenticate(token)
         except Unauthorized:
-            if not token or (self._workload is None and self._hub is None):
+            if not token:
                 raise
-        if self._hub is not None:
-            hub_user = await self._hub(token)
-            if hub_user is not None:
-                name, admin = hub_user
-                if name == self.admin_name:  # would take over (or demote) the built-in admin account
-                    raise Forbidden(f"Hub user {name!r} has the name of the platform's built-in admin "
-                                    "account; use another hub user name")
-                if self._hub_users.get(name) != admin:  # first sight, or the admin flag changed
-                    self.ensure_user(name, admin=admin)
-                    self._hub_users[name] = admin
-                return Principal(name, admin=admin)
-        if self._workload is None:
-            raise Unauthorized("Invalid API token")
-        found = await self._workload(token)
-        if found is not None:
-            backend, ref = found
-            with self.store.session() as s:
-                run = s.execute(
-                    select(m.Run.id, m.Run.launched_by).where(
-                        m.Run.backend == backend, m.Run.backend_ref == ref, m.Run.finished_at.is_(None))
-                ).first()
-            if run is not None:
-                return Principal(run.launched_by, run_id=run.id)
+        for resolve in (self._hub_principal, self._workload_principal):
+            principal = await resolve(token)
+            if principal is not None:
+                return principal
         raise Unauthorized("Invalid API token")
+
+    async def _hub_principal(self, token: str) -> Principal | None:
+        hub_user = await self._hub(token) if self._hub is not None else None
+        if hub_user is None:
+            return None
+        name, admin = hub_user
+        if name == self.admin_name:  # would take over (or demote) the built-in admin account
+            raise Forbidden(f"Hub user {name!r} has the name of the platform's built-in admin "
+                            "account; use another hub user name")
+        if self._hub_users.get(name) != admin:  # first sight, or the admin flag changed
+            self.ensure_user(name, admin=admin)
+            self._hub_users[name] = admin
+        return Principal(name, admin=admin)
+
+    async def _workload_principal(self, token: str) -> Principal | None:
+        found = await self._workload(token) if self._workload is not None else None
+        if found is None:
+            return None
+        backend, ref = found
+        return self._run_principal(m.Run.backend == backend, m.Run.backend_ref == ref,
+                                   m.Run.finished_at.is_(None))
+
+    def _run_principal(self, *where: Any) -> Principal | None:
+        """The run-scoped principal of the run matching ``where``, if any."""
+        with self.store.session() as s:
+            run = s.execute(select(m.Run.id, m.Run.launched_by).where(*where)).first()
+        return Principal(run.launched_by, run_id=run.id) if run is not None else None
 
     def authenticate(self, token: str | None) -> Principal:
         if not token:
@@ -113,11 +133,9 @@ class AuthService:
             ).scalar_one_or_none()
             if row is not None:
                 return Principal(row.name, admin=row.admin)
-            run = s.execute(
-                select(m.Run.id, m.Run.launched_by).where(m.Run.token_digest == hashed)
-            ).first()
-            if run is not None:
-                return Principal(run.launched_by, run_id=run.id)
+        run = self._run_principal(m.Run.token_digest == hashed)
+        if run is not None:
+            return run
         raise Unauthorized("Invalid API token")
 
     def create_user(self, caller: Principal, name: str, admin: bool = False) -> dict:

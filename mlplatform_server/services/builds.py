@@ -9,30 +9,50 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..builders import BUILDERS, BuildContext, make_context
 from ..builders.context import DEFAULT_MAX_BYTES
+from ..backends.base import Backend
 from ..builders.registry import ImageRef, registry_host
 from ..config import PlatformConfig
 from ..errors import ConfigError, InvalidInput
 from ..store.db import Store
 from .auth import Principal
 from .models import ModelService
+from .paging import check_fields
 
 log = logging.getLogger("mlplatform.builds")
 
 MODEL_REPOSITORY = "mlplatform/models/{name}"
 
 
+@dataclass(frozen=True)
+class BuildRequest:
+    """The body of POST /models/{name}/versions/{version}/build (every field optional)."""
+
+    environment: str | None = None
+    builder: str | None = None  # auto (default) | layer | engine | buildkit
+    context_dir: str | None = None
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> "BuildRequest":
+        check_fields(body, set(cls.__dataclass_fields__))
+        for key, value in body.items():
+            if value is not None and not isinstance(value, str):
+                raise InvalidInput(f"'{key}' must be a string")
+        return cls(**body)
+
+
 class BuildService:
     def __init__(self, store: Store, config: PlatformConfig, models: ModelService, data_dir: Path,
                  registry_url: str | None = None, registry_auth_file: Path | str | None = None,
                  docker_host: str | None = None, max_context_bytes: int = DEFAULT_MAX_BYTES,
-                 backend: Any = None) -> None:
+                 backend: Backend | None = None) -> None:
         self.store = store
-        self.backend = backend  # the buildkit builder uses the kubernetes backend's client (read only)
+        self.backend = backend  # runs the buildkit builder where it can (Backend.build_image)
         self.config = config
         self.models = models
         self.data_dir = Path(data_dir)
@@ -96,10 +116,10 @@ class BuildService:
         Kubernetes (no Docker daemon there) and engine elsewhere."""
         if not ctx.has_requirements:
             return "layer"
-        return "buildkit" if self._on_kubernetes() else "engine"
+        return "buildkit" if self._builds_in_cluster() else "engine"
 
-    def _on_kubernetes(self) -> bool:
-        return getattr(self.backend, "name", None) == "kubernetes"
+    def _builds_in_cluster(self) -> bool:
+        return self.backend is not None and self.backend.builds_images
 
     def _plan(self, caller: Principal, name: str, version: str | None, environment: str | None,
               builder: str | None, context_dir: str | None) -> tuple[BuildContext, str, ImageRef, str]:
@@ -107,7 +127,7 @@ class BuildService:
         builder = builder or "auto"
         if builder not in BUILDERS:
             raise InvalidInput(f"Unknown builder {builder!r}: choose one of {', '.join(BUILDERS)}")
-        if builder == "buildkit" and not self._on_kubernetes():
+        if builder == "buildkit" and not self._builds_in_cluster():
             raise InvalidInput(
                 "The buildkit builder runs a BuildKit Job on Kubernetes, and this platform runs with the "
                 f"{getattr(self.backend, 'name', 'unknown')} backend: use --builder engine (or layer when there "
@@ -151,14 +171,11 @@ class BuildService:
 
     async def build(self, caller: Principal, name: str, version: str | None, environment: str | None = None,
                     builder: str | None = None, context_dir: str | None = None) -> dict[str, Any]:
-        from ..builders.buildkit import build_buildkit
-
         ctx, resolved, target, registry_url = await asyncio.to_thread(
             self._plan, caller, name, version, environment, builder, context_dir)
         if resolved != "buildkit":
             return await asyncio.to_thread(self._build_here, caller, ctx, resolved, target, registry_url, environment)
-        backend = self.backend  # a KubernetesBackend: only its client, namespace and artifact store are used
-        result = await build_buildkit(ctx, target, registry_url, self.registry_auth_file, client=backend.client,
-                                      namespace=backend.namespace_for(caller.name), artifacts=backend.artifacts,
-                                      settings=self.config.builders.buildkit, user=caller.name)
+        assert self.backend is not None  # _plan chose buildkit only where the backend builds images
+        result = await self.backend.build_image(ctx, target, registry_url, self.registry_auth_file,
+                                                self.config.builders.buildkit, caller.name)
         return await asyncio.to_thread(self._record, caller, ctx, result, environment)

@@ -88,8 +88,9 @@ def validate_timezone(name: object) -> str | None:
                            field="timezone")
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(f"timezone: unknown time zone {name!r} (expected an IANA name such as "
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file name
+        shown = repr(name) if len(name) <= 100 else repr(name[:100] + "...")
+        raise InvalidInput(f"timezone: unknown time zone {shown} (expected an IANA name such as "
                            "'Europe/Paris' or 'UTC')", field="timezone") from None
     return name
 

@@ -27,7 +27,7 @@ from ..config import PlatformConfig
 from ..errors import BackendError, Conflict, InvalidInput, NotFound
 from ..store import models as m
 from ..store.db import Store
-from .auth import Principal
+from .auth import Principal, owned_by_name
 from .models import MODEL_NAME, ModelService, stored_contract
 from .paging import Page, check_fields, paginate
 from .runs import RunService
@@ -125,6 +125,13 @@ def autoscale_of(dep: m.Deployment) -> Autoscale | None:
     if dep.autoscale_min is None or dep.autoscale_max is None:
         return None
     return Autoscale(dep.autoscale_min, dep.autoscale_max, dep.autoscale_target_cpu or 70)
+
+
+def autoscale_columns(autoscale: Autoscale | None) -> dict[str, int | None]:
+    """The Deployment columns that hold `autoscale` (all None: off); read back by `autoscale_of`."""
+    return {"autoscale_min": autoscale.min_replicas if autoscale else None,
+            "autoscale_max": autoscale.max_replicas if autoscale else None,
+            "autoscale_target_cpu": autoscale.target_cpu if autoscale else None}
 
 
 def revision_to_json(rev: m.DeploymentRevision, current: int) -> dict[str, Any]:
@@ -265,12 +272,7 @@ class DeploymentService:
             if not self.backend.scales_in_place:  # a new server with `replicas` workers
                 return await self._roll_out(caller, name, None, replicas, None)
             await self.backend.scale(ref, spec)  # written only once the backend has done it
-            values: dict[str, Any] = dict(replicas=replicas, generation=generation)
-            values.update(autoscale_min=None, autoscale_max=None, autoscale_target_cpu=None)
-            if req.autoscale is not None:
-                values.update(autoscale_min=req.autoscale.min_replicas, autoscale_max=req.autoscale.max_replicas,
-                              autoscale_target_cpu=req.autoscale.target_cpu)
-            self._update(dep_id, **values)
+            self._update(dep_id, replicas=replicas, generation=generation, **autoscale_columns(req.autoscale))
             return self.get(caller, name)
 
     def revisions(self, caller: Principal, name: str) -> dict[str, Any]:
@@ -278,12 +280,6 @@ class DeploymentService:
             dep = self._deployment(s, caller, name)
             items = [revision_to_json(r, dep.revision) for r in dep.revisions]
             return {"name": name, "current": dep.revision, "items": items, "total": len(items)}
-
-    @staticmethod
-    def _set_autoscale(dep: m.Deployment, autoscale: Autoscale | None) -> None:
-        dep.autoscale_min = autoscale.min_replicas if autoscale else None
-        dep.autoscale_max = autoscale.max_replicas if autoscale else None
-        dep.autoscale_target_cpu = autoscale.target_cpu if autoscale else None
 
     async def _roll_out(self, caller: Principal, name: str, target: _Target | None, replicas: int,
                         autoscale: Autoscale | None, rollback_of: int | None = None) -> dict[str, Any]:
@@ -324,7 +320,8 @@ class DeploymentService:
                     hardware=target.hardware, environment=target.environment, replicas=replicas,
                     rollback_of=rollback_of, created_by=caller.name))
             dep.replicas = replicas
-            self._set_autoscale(dep, autoscale)
+            for column, value in autoscale_columns(autoscale).items():
+                setattr(dep, column, value)
             dep.generation += 1
             dep.status, dep.reason = "deploying", None
             s.flush()
@@ -410,11 +407,7 @@ class DeploymentService:
                     s.delete(dep)  # with its revisions
 
     def _deployment(self, s, caller: Principal, name: str) -> m.Deployment:
-        caller.require_user()
-        dep = s.execute(select(m.Deployment).where(m.Deployment.name == name)).scalar_one_or_none()
-        if dep is None or not caller.can_touch(dep.owner):
-            raise NotFound(f"No deployment named {name!r}")
-        return dep
+        return owned_by_name(s, caller, m.Deployment, name, "deployment")
 
     async def reconcile_once(self) -> None:
         with self.store.session() as s:

@@ -158,7 +158,7 @@ class RunService:
             hyperparameters = contract.coerce_hyperparameters(info.schema(), req.hyperparameters or {})
             source_run = None
             if req.kind == "batch-predict":
-                source_run = self._batch_source(s, caller, req, version)
+                source_run = self.batch_source(s, caller, req, version)
             run = m.Run(
                 id=run_id,
                 kind=req.kind,
@@ -196,7 +196,9 @@ class RunService:
             s.execute(update(m.Run).where(m.Run.id == run_id).values(backend_ref=ref))
         return answer
 
-    def _batch_source(self, s, caller: Principal, req: RunRequest, version: m.ModelVersion) -> m.Run:
+    def batch_source(self, s, caller: Principal, req: RunRequest, version: m.ModelVersion) -> m.Run:
+        """The succeeded training run whose artifacts a batch prediction of ``version`` uses, after
+        checking its inputs and outputs (a schedule checks its template run with it too)."""
         if not req.source_run_id:
             raise InvalidInput("Batch prediction needs 'source_run_id': the training run whose artifacts to use")
         if not req.inputs or not req.outputs:
@@ -357,8 +359,9 @@ class RunService:
         full pass; between full passes (a watching backend), only those it says changed."""
         changed = self.backend.changed_refs()
         now = time.monotonic()
+        full = changed is None or now - self._last_full_pass >= FULL_PASS_SECONDS
         query = select(m.Run).where(m.Run.status.in_(ACTIVE), m.Run.backend == self.backend.name)
-        if changed is None or now - self._last_full_pass >= FULL_PASS_SECONDS:
+        if full:
             self._last_full_pass = now
             self._unmatched_refs.clear()
         else:
@@ -371,7 +374,7 @@ class RunService:
             runs = s.execute(
                 query.options(selectinload(m.Run.version).selectinload(m.ModelVersion.model))
             ).scalars().all()
-            if changed is not None and now != self._last_full_pass:
+            if not full:
                 self._unmatched_refs = refs - {r.backend_ref for r in runs}
             work = [(r.id, r.backend_ref, self.spec_for(r), r.status, r.started_at, r.timeout_seconds, r.reason)
                     for r in runs]

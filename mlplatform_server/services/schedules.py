@@ -33,11 +33,11 @@ from .. import contract
 from ..backends.base import Backend, RunState
 from ..backends.scheduling import RUN_ID_PLACEHOLDER, Firing, ScheduleSpec
 from ..config import PlatformConfig
-from ..errors import BackendError, Conflict, InvalidInput, NotFound, PlatformError
+from ..errors import BackendError, Conflict, InvalidInput, PlatformError
 from ..store import models as m
 from ..store.db import Store
 from . import cron
-from .auth import Principal
+from .auth import Principal, owned_by_name
 from .models import MODEL_NAME, ModelService, stored_contract
 from .paging import Page, check_fields, paginate
 from .runs import ACTIVE, RunRequest, RunService, _digest_of, run_to_json
@@ -167,7 +167,7 @@ class ScheduleService:
                 hyperparameters = contract.coerce_hyperparameters(info.schema(), {})
                 probe = RunRequest(model=req.model, kind="batch-predict", source_run_id=req.source_run_id,
                                    inputs=req.inputs, outputs=outputs)
-                source = self.runs._batch_source(s, caller, probe, version)
+                source = self.runs.batch_source(s, caller, probe, version)
                 sc = m.Schedule(
                     id=schedule_id,
                     name=req.name,
@@ -235,11 +235,7 @@ class ScheduleService:
 
     # -- queries -------------------------------------------------------------
     def _find(self, s, caller: Principal, name: str) -> m.Schedule:
-        caller.require_user()
-        sc = s.execute(select(m.Schedule).where(m.Schedule.name == name)).scalar_one_or_none()
-        if sc is None or not caller.can_touch(sc.owner):
-            raise NotFound(f"No schedule named {name!r}")
-        return sc
+        return owned_by_name(s, caller, m.Schedule, name, "schedule")
 
     def get(self, caller: Principal, name: str) -> dict[str, Any]:
         with self.store.session() as s:

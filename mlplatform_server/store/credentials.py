@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import BackendError
 from . import models as m
@@ -71,11 +72,13 @@ class CredentialVault:
     def put(self, user: str, key: str, value: str) -> dt.datetime:
         token = self.fernet.encrypt(json.dumps({"user": user, "key": key, "value": value}).encode()).decode()
         now = m.utcnow()
+        # One upsert: two writers of the same key at once both succeed (the last one wins).
+        insert = postgresql.insert if self.store.engine.dialect.name == "postgresql" else sqlite.insert
+        statement = insert(m.Credential).values(user=user, key=key, ciphertext=token, updated_at=now)
+        statement = statement.on_conflict_do_update(index_elements=[m.Credential.user, m.Credential.key],
+                                                    set_={"ciphertext": token, "updated_at": now})
         with self.store.session() as s:
-            done = s.execute(update(m.Credential).where(m.Credential.user == user, m.Credential.key == key)
-                             .values(ciphertext=token, updated_at=now)).rowcount
-            if not done:
-                s.add(m.Credential(user=user, key=key, ciphertext=token, updated_at=now))
+            s.execute(statement)
         return now
 
     def delete(self, user: str, key: str) -> bool:

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from notebooks import realistic_notebook
+from support import save_with_requirements
 
 
 def test_buildkit_is_refused_off_kubernetes(mlp_server, tmp_path: Path):
-    folder = tmp_path / "project"
-    folder.mkdir()
-    nb = folder / "iris.ipynb"
-    nb.write_text(realistic_notebook())
-    (folder / "requirements.txt").write_text("tabulate==0.9.0\n")
-    mlp_server.mlp_json("models", "save", str(nb), "--name", "iris")
+    folder = save_with_requirements(mlp_server, tmp_path)
 
     with mlp_server.api() as api:
         r = api.post("/models/iris/versions/1/build", json={"builder": "buildkit", "context_dir": str(folder)})

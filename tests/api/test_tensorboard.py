@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support import free_port
+from support import free_port, stop_process_group
 
 MODEL = '''
 import time
@@ -73,11 +72,7 @@ def lab(tmp_path: Path) -> Iterator[dict]:
             time.sleep(0.3)
         yield {"url": url, "token": token, "root": root, "log": log_path}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_process_group(proc, timeout=30)
 
 
 def _client(lab: dict) -> httpx.Client:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from mlplatform_server.builders.registry import (
     DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, ImageNotInRegistry, ImageRef, RegistryAuthError, RegistryClient,
     RegistryUnreachable)
 
-from support import registry_env  # noqa: E402
+from support import private_podman, registry_env  # noqa: E402
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,35 +37,14 @@ def registries() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def private_engine(tmp_path_factory):
+def private_engine():
     """A Podman API service of our own (it reads the registries.conf drop-in when it starts)."""
     import docker
 
-    sock_dir = Path(f"/tmp/mlpb-{uuid.uuid4().hex[:8]}")
-    sock_dir.mkdir()
-    sock = sock_dir / "podman.sock"
-    log = open(sock_dir / "service.log", "ab")
-    proc = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"], stdout=log,
-                            stderr=subprocess.STDOUT, cwd=sock_dir, start_new_session=True)
-    deadline = time.time() + 30
-    while True:
-        try:
-            client = docker.DockerClient(base_url=f"unix://{sock}", timeout=600)
-            client.ping()
-            break
-        except Exception:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"private podman service did not start: {(sock_dir / 'service.log').read_text()}")
-            time.sleep(0.2)
-    yield f"unix://{sock}", client
-    client.close()
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    shutil.rmtree(sock_dir, ignore_errors=True)
+    with private_podman("mlpb") as url:
+        client = docker.DockerClient(base_url=url, timeout=600)
+        yield url, client
+        client.close()
 
 
 def skopeo_inspect(ref: str, *extra: str, creds: str | None = None) -> dict:

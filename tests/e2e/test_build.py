@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 import time
 import uuid
@@ -19,7 +18,7 @@ import pytest
 import yaml
 
 from notebooks import IRIS_ROWS, cell, notebook, realistic_notebook
-from support import registry_env, free_port
+from support import free_port, private_podman, registry_env
 
 pytestmark = pytest.mark.docker
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,33 +31,9 @@ def registries() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def engine_host():
-    """A Podman API service of our own: it reads the registries.conf drop-in (plain-HTTP test
-    registries) that scripts/registry.sh writes, whenever the shared service was started."""
-    import docker
-
-    sock_dir = Path(f"/tmp/mlpe-{uuid.uuid4().hex[:8]}")
-    sock_dir.mkdir()
-    sock = sock_dir / "podman.sock"
-    with open(sock_dir / "service.log", "ab") as log:
-        proc = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"], stdout=log,
-                                stderr=subprocess.STDOUT, cwd=sock_dir, start_new_session=True)
-    deadline = time.time() + 30
-    while True:
-        try:
-            docker.DockerClient(base_url=f"unix://{sock}").close()
-            break
-        except Exception:
-            if time.time() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail(f"private podman service did not start: {(sock_dir / 'service.log').read_text()}")
-            time.sleep(0.2)
-    yield f"unix://{sock}"
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    shutil.rmtree(sock_dir, ignore_errors=True)
+    """A Podman API service of our own (see support.private_podman)."""
+    with private_podman("mlpe") as url:
+        yield url
 
 
 def start_server(factory, tmp_path: Path, engine_host: str, base_ref: str, registry: str,
@@ -201,6 +176,10 @@ def test_bad_inputs_give_clear_errors_and_record_nothing(mlp_server_factory, reg
         assert r.status_code == 413 and r.json()["error"] == "context_too_large"
         r = api.post("/models/iris/versions/1/build", json={"builder": "kaniko"})
         assert r.status_code == 400 and "Unknown builder 'kaniko'" in r.json()["message"]
+        r = api.post("/models/iris/versions/1/build", json={"buildr": "layer"})  # a typo is not ignored
+        assert r.status_code == 400 and "Unknown field(s) buildr" in r.json()["message"], r.text
+        r = api.post("/models/iris/versions/1/build", json={"builder": ["layer"]})
+        assert r.status_code == 400 and r.json()["message"] == "'builder' must be a string", r.text
     big.unlink()
     assert version_image(server) is None
 

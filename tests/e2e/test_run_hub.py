@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import stat
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import httpx
 import pytest
 
 from mlplatform_server.hub.local import gpu_count
-from support import free_port, pids_with_env
+from support import free_port, pids_with_env, stop_process_group
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,12 +47,7 @@ def local_hub(tmp_path: Path) -> Iterator[dict]:
         yield {"output": output, "data": data, "hub": f"http://127.0.0.1:{ports['MLP_HUB_PORT']}",
                "api": f"http://127.0.0.1:{ports['MLP_PORT']}"}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_process_group(proc, timeout=60)
     for port in ports.values():
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"http://127.0.0.1:{port}/", timeout=2)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from notebooks import IRIS_ROWS, realistic_notebook
+from support import wait_until
 
 
 def schedule_runs(server, name: str) -> list[dict[str, Any]]:
@@ -24,16 +25,6 @@ def sleep_past_next_minute(margin: float = 3.0) -> dt.datetime:
     boundary = (int(now) // 60 + 1) * 60
     time.sleep(boundary + margin - now)
     return dt.datetime.fromtimestamp(boundary, dt.timezone.utc)
-
-
-def wait_for(what: str, check, timeout: float = 60.0) -> Any:
-    deadline = time.time() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.time() < deadline, f"timed out waiting for {what}: last {value!r}"
-        time.sleep(0.3)
 
 
 def test_schedule_fires_survives_restart_suspends_resumes_and_deletes(mlp_server, tmp_path):
@@ -60,7 +51,7 @@ def test_schedule_fires_survives_restart_suspends_resumes_and_deletes(mlp_server
     server.kill()
     due = sleep_past_next_minute()
     server.start()
-    first = wait_for("the missed firing", lambda: schedule_runs(server, "iris-every-minute"), timeout=30)
+    first = wait_until("the missed firing", lambda: schedule_runs(server, "iris-every-minute"), timeout=30)
     assert len(first) == 1, first
     # suspended at once (the next minute must pass without a firing, checked below)
     suspended = server.mlp_json("schedules", "suspend", "iris-every-minute")
@@ -89,7 +80,7 @@ def test_schedule_fires_survives_restart_suspends_resumes_and_deletes(mlp_server
     # resumed: the firing missed while suspended is within the starting deadline, so it starts now.
     resumed = server.mlp_json("schedules", "resume", "iris-every-minute")
     assert resumed["suspended"] is False
-    runs = wait_for("the resumed firing", lambda: (lambda r: r if len(r) == 2 else None)(
+    runs = wait_until("the resumed firing", lambda: (lambda r: r if len(r) == 2 else None)(
         schedule_runs(server, "iris-every-minute")), timeout=30)
     second = server.wait_run(runs[0]["id"])
     assert second["status"] == "succeeded", second
@@ -127,6 +118,7 @@ def test_schedule_input_errors_and_authorization(mlp_server, tmp_path):
         ({"schedule": "0 0 L * *"}, "schedule", "'L'"),
         ({"schedule": "@often"}, "schedule", "unknown macro"),
         ({"timezone": "Mars/Olympus"}, "timezone", "unknown time zone 'Mars/Olympus'"),
+        ({"timezone": "a" * 5000}, "timezone", "unknown time zone 'aaaa"),  # too long for a file name
         ({"outputs": str(tmp_path / "out.jsonl")}, "outputs", "has no {run_id}"),
         ({"outputs": str(tmp_path / "{run}.jsonl")}, "outputs", "unknown placeholder(s) {run}"),
         ({"inputs": "in.jsonl"}, "inputs", "expected an absolute path"),

@@ -26,9 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-from kubetest import PVC, kubeconfig, kubectl, namespace_with_claim
-from notebooks import realistic_notebook
-from support import registry_env
+from kubetest import PVC, get_json, kubeconfig, kubectl, namespace_with_claim
+from support import registry_env, save_with_requirements
 
 from mlplatform_server.builders.buildkit import make_buildkit_job
 from mlplatform_server.config import BuildKitSettings
@@ -45,10 +44,6 @@ def registries() -> dict[str, str]:
 def namespace() -> Any:
     with namespace_with_claim("mlp-bk") as ns:
         yield ns
-
-
-def get_json(ns: str, *what: str) -> dict[str, Any]:
-    return json.loads(kubectl("-n", ns, "get", *what, "-o", "json").stdout)
 
 
 def test_job_is_accepted_by_the_api_server_and_baseline_objects_only_to_the_two_profiles(namespace):
@@ -88,16 +83,6 @@ def build_server(factory, tmp_path: Path, namespace: str, registries: dict[str, 
                    extra_args=["--namespace", namespace, "--kubeconfig", kubeconfig(), "--pvc", PVC],
                    extra_env={"MLP_REGISTRY": registry,
                               "MLP_REGISTRY_AUTH": registries["MLP_TEST_REGISTRY_AUTH_FILE"]})
-
-
-def save_with_requirements(server, tmp_path: Path) -> Path:
-    folder = tmp_path / "project"
-    folder.mkdir()
-    nb = folder / "iris.ipynb"
-    nb.write_text(realistic_notebook())
-    (folder / "requirements.txt").write_text("tabulate==0.9.0\n")
-    server.mlp_json("models", "save", str(nb), "--name", "iris")
-    return folder
 
 
 def version_image(server) -> str | None:

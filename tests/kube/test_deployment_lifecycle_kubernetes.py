@@ -11,14 +11,14 @@ Needs MLP_TEST_KUBECONFIG (set by `make test`); fails, never skips, without it.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kubetest import PVC, kubeconfig, kubectl, namespace_with_claim
+from kubetest import PVC, absent, get_json, kubeconfig, kubectl, namespace_with_claim
+from support import wait_until
 
 SOURCE = '''
 ANSWER = "{answer}"
@@ -40,24 +40,6 @@ NAME = "mlp-dep-svc"
 def namespace() -> Any:
     with namespace_with_claim("mlp-dlc") as ns:
         yield ns
-
-
-def get_json(ns: str, *what: str) -> dict[str, Any]:
-    return json.loads(kubectl("-n", ns, "get", *what, "-o", "json").stdout)
-
-
-def absent(ns: str, what: str) -> bool:
-    return "NotFound" in kubectl("-n", ns, "get", what, check=False).stderr
-
-
-def wait_until(what: str, check, timeout: float = 60.0) -> Any:
-    deadline = time.time() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.time() < deadline, f"timed out waiting for {what}: last {value!r}"
-        time.sleep(0.3)
 
 
 def rollout_revision(ns: str) -> str:

@@ -484,7 +484,11 @@ def dataclasses_replace(obj: Any, **changes: Any) -> Any:
 
 
 class _Flaky:
-    """A tiny HTTP server: each request takes the next (status, body, headers) from a script."""
+    """A tiny HTTP server: each request takes the next (status, body, headers) from a script.
+
+    A stand-in for the API server, on purpose and only for this: the real one (which every other
+    test here uses) cannot be made to answer 429 / 503 / a create-409 at a chosen request, and
+    these tests check how many retries, with which delays (Retry-After), the client makes."""
 
     def __init__(self, script: list[tuple[int, dict[str, Any], dict[str, str]]]) -> None:
         import http.server

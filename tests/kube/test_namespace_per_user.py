@@ -26,42 +26,17 @@ from mlplatform_server.backends.kubernetes.backend import KubernetesBackend
 from mlplatform_server.backends.kubernetes.client import ApiError, KubeClient
 from mlplatform_server.errors import BackendError
 from notebooks import IRIS_ROWS, realistic_notebook
-from kubetest import PVC, claim_manifests, kubeconfig, kubectl
+from kubetest import PVC, absent, claim_manifests, get_json, kubeconfig, kubectl, pod_token
+from support import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLE_FILE = ROOT / "deploy" / "rbac" / "platform-role.yaml"
 METRIC = {"metrics": [{"name": "loss", "value": 0.5, "step": 1}]}
 
 
-def get_json(ns: str, *what: str) -> dict[str, Any]:
-    return json.loads(kubectl("-n", ns, "get", *what, "-o", "json").stdout)
-
-
-def absent(ns: str, what: str) -> bool:
-    return "NotFound" in kubectl("-n", ns, "get", what, check=False).stderr
-
-
-def wait_until(what: str, check, timeout: float = 60.0) -> Any:
-    deadline = time.time() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.time() < deadline, f"timed out waiting for {what}: last {value!r}"
-        time.sleep(0.3)
-
-
 def run_status(server: Any, run_id: str) -> str:
     with server.api() as api:
         return api.get(f"/runs/{run_id}").json()["status"]
-
-
-def pod_token(ns: str, pod: dict[str, Any], audience: str = mf.TOKEN_AUDIENCE) -> str:
-    """What the kubelet projects into ``pod``: a service-account token bound to it."""
-    return kubectl("-n", ns, "create", "token", pod["spec"].get("serviceAccountName") or "default",
-                   "--audience", audience, "--bound-object-kind", "Pod",
-                   "--bound-object-name", pod["metadata"]["name"],
-                   "--bound-object-uid", pod["metadata"]["uid"]).stdout.strip()
 
 
 @contextmanager
@@ -87,17 +62,6 @@ def user_namespaces(prefix: str, users: list[str]) -> Iterator[dict[str, str]]:
 @pytest.fixture
 def prefix() -> str:
     return f"mlpu{uuid.uuid4().hex[:6]}-"
-
-
-@pytest.fixture
-def platform_yaml(tmp_path: Path) -> Path:
-    """The shipped sizes plus gpu-8, which no node can hold (its pod stays pending: a live pod)."""
-    config = yaml.safe_load((ROOT / "mlplatform_server" / "default_platform.yaml").read_text())
-    gpu1 = next(h for h in config["hardware"] if h["name"] == "gpu-1")
-    config["hardware"].append({**gpu1, "name": "gpu-8", "display_name": "Eight GPUs", "gpus": 8})
-    path = tmp_path / "platform.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.mark.timeout(600)  # two users' runs, a deployment, a schedule and a restart on a shared machine
@@ -347,14 +311,13 @@ async def test_missing_user_namespace_is_a_clear_error(prefix, tmp_path):
         assert f"the namespace {prefix}dave of user dave does not exist; an admin must create it" in message
         assert f"the RWX claim {PVC} on the shared volume" in message
         assert backend.changed_refs() is None  # nothing watched for dave
-        assert "dave" not in "".join(backend._watches)
+        assert "dave" not in "".join(backend.view.watches)
     finally:
         await backend.close()
 
 
 def test_buildkit_build_job_runs_in_the_users_namespace(mlp_server_factory, prefix, tmp_path):
-    from support import registry_env
-    from test_buildkit import save_with_requirements
+    from support import registry_env, save_with_requirements
 
     registries = registry_env()
     registry = registries["MLP_TEST_REGISTRY_AUTH"]

@@ -11,12 +11,12 @@ Needs MLP_TEST_KUBECONFIG (set by `make test`); fails, never skips, without it.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pytest
 
-from kubetest import PVC, kubeconfig, kubectl, namespace_with_claim
+from kubetest import PVC, get_json, kubeconfig, kubectl, namespace_with_claim
+from support import wait_until
 from notebooks import IRIS_ROWS, realistic_notebook
 
 
@@ -24,20 +24,6 @@ from notebooks import IRIS_ROWS, realistic_notebook
 def namespace() -> Any:
     with namespace_with_claim("mlp-cron") as ns:
         yield ns
-
-
-def get_json(ns: str, *what: str) -> dict[str, Any]:
-    return json.loads(kubectl("-n", ns, "get", *what, "-o", "json").stdout)
-
-
-def wait_until(what: str, check, timeout: float = 60.0) -> Any:
-    deadline = time.time() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.time() < deadline, f"timed out waiting for {what}: last {value!r}"
-        time.sleep(0.3)
 
 
 def test_schedule_is_a_cronjob_whose_jobs_are_recorded_runs(mlp_server_factory, namespace, tmp_path):

@@ -18,18 +18,13 @@ from typing import Any
 
 import pytest
 
-import yaml
-
 from notebooks import realistic_notebook
-from kubetest import PVC, kubeconfig, kubectl, namespace_with_claim
+from kubetest import PVC, get_json, kubeconfig, kubectl, namespace_with_claim, pod_token
+from support import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_NODE = "mlp-gpu-0"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-
-
-def get_json(ns: str, *what: str) -> dict[str, Any]:
-    return json.loads(kubectl("-n", ns, "get", *what, "-o", "json").stdout)
 
 
 @pytest.fixture
@@ -37,35 +32,6 @@ def namespace() -> Any:
     """A fresh namespace with an RWX claim bound to a volume (kwok never mounts it)."""
     with namespace_with_claim("mlp-srv") as ns:
         yield ns
-
-
-@pytest.fixture
-def platform_yaml(tmp_path: Path) -> Path:
-    """The shipped default sizes (cpu-small, gpu-1, ...) plus gpu-8, which no node can hold."""
-    config = yaml.safe_load((ROOT / "mlplatform_server" / "default_platform.yaml").read_text())
-    gpu1 = next(h for h in config["hardware"] if h["name"] == "gpu-1")
-    config["hardware"].append({**gpu1, "name": "gpu-8", "display_name": "Eight GPUs", "gpus": 8})
-    path = tmp_path / "platform.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def wait_until(what: str, check, timeout: float = 60.0) -> Any:
-    deadline = time.time() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.time() < deadline, f"timed out waiting for {what}: last {value!r}"
-        time.sleep(0.3)
-
-
-def pod_token(ns: str, pod: dict[str, Any], audience: str) -> str:
-    """What the kubelet projects into ``pod``: a service-account token bound to it."""
-    return kubectl("-n", ns, "create", "token", pod["spec"].get("serviceAccountName") or "default",
-                   "--audience", audience, "--bound-object-kind", "Pod",
-                   "--bound-object-name", pod["metadata"]["name"],
-                   "--bound-object-uid", pod["metadata"]["uid"]).stdout.strip()
 
 
 def run_of(server: Any, run_id: str) -> dict[str, Any]:
@@ -181,3 +147,23 @@ def test_server_kubernetes_config_errors_are_one_line(tmp_path, args, message):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(message), proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("current-context: a\ncontexts:\n- name: a\n", "is malformed: KeyError('context')"),
+    ("contexts: [1]\n", "is malformed: AttributeError("),
+    ("clusters: [\n", "is not valid YAML"),
+])
+def test_server_kubernetes_malformed_kubeconfig_is_one_line(tmp_path, text, problem):
+    """A malformed kubeconfig is a one-line error naming the file (KubeConfig turns every parse
+    failure into a ValueError; the server does not catch TypeError or KeyError around the backend)."""
+    config = tmp_path / "kubeconfig"
+    config.write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "mlplatform_server.cli", "server", "--backend", "kubernetes",
+                           "--data-dir", str(tmp_path / "data"), "--port", "0", "--namespace", "ns", "--pvc", PVC,
+                           "--kubeconfig", str(config)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT, env={**os.environ, "MLP_TOKEN": "x"})
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: kubernetes backend: kubeconfig {config} "), proc.stderr
+    assert problem in errors[0] and "Traceback" not in proc.stderr

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ import pytest
 import yaml
 
 from notebooks import realistic_notebook
-from support import free_port, pids_with_env, registry_env
+from support import free_port, registry_env, stop_process_group, stop_stray_processes
 
 ROOT = Path(__file__).resolve().parents[2]
 LABEXT = ROOT / "labextension"
@@ -102,18 +101,9 @@ def lab(tmp_path):
     try:
         yield {"base": base, "tmp": tmp_path}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_process_group(proc, timeout=20)
         log.close()
-        for pid in pids_with_env(str(tmp_path).encode(), b"MLP_MODULE_PATH"):  # runs, deployments
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass
+        stop_stray_processes(tmp_path)
 
 
 def test_researcher_flow_in_chromium(lab):

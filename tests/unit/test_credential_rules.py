@@ -9,11 +9,10 @@ import datetime as dt
 import json
 import os
 import stat
-import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, text, update
+from sqlalchemy import select, update
 
 from mlplatform_server.backends.base import Hardware, RunSpec
 from mlplatform_server.backends.kubernetes import credentials as kcred
@@ -26,8 +25,6 @@ from mlplatform_server.services.credentials import (
 )
 from mlplatform_server.store import models as m
 from mlplatform_server.store.credentials import KEY_FILE, CredentialVault, load_or_create_key
-from mlplatform_server.store.db import Store, sqlite_url
-from support import required_env
 
 SECRET = "ghp_" + "s3cr3t-" * 4
 
@@ -72,24 +69,6 @@ def test_largest_value_is_accepted():
 
 # -- the encrypted store --------------------------------------------------------------------------
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        yield Store(sqlite_url(tmp_path))
-        return
-    base = required_env("MLP_TEST_PG_URL")
-    name = "t_" + uuid.uuid4().hex[:10]
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    s = Store(base.rsplit("/", 1)[0] + "/" + name)
-    yield s
-    s.close()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 @pytest.fixture
 def users(store):
     auth = AuthService(store, "admin-token")
@@ -118,6 +97,32 @@ def test_vault_roundtrip_encrypted_at_rest(store, users, tmp_path):
     assert list(vault.keys("alice")) == ["DB_PASSWORD"]
     # another vault over the same key file (a restarted server) reads the same values
     assert CredentialVault(store, key_file).values("alice") == {"DB_PASSWORD": "pw-1"}
+
+
+def test_concurrent_writes_of_one_new_key_all_succeed(store, users, tmp_path):
+    """Two browsers saving the same new credential at once: no IntegrityError, one row, one value."""
+    import threading
+
+    vault = CredentialVault(store, tmp_path / KEY_FILE)
+    values = [f"pw-{i}" for i in range(8)]
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(values))
+
+    def put(value: str) -> None:
+        start.wait()
+        try:
+            vault.put("alice", "RACE", value)
+        except BaseException as exc:  # noqa: BLE001 - the assertion below names it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=put, args=(v,)) for v in values]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert list(vault.keys("alice")) == ["RACE"]
+    assert vault.values("alice")["RACE"] in values
 
 
 def test_a_ciphertext_moved_to_another_user_is_refused(store, users, tmp_path):

@@ -3,38 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import inspect
 
-from support import required_env
 from mlplatform_server.errors import Conflict, Forbidden, NotFound
 from mlplatform_server.services.auth import AuthService, Principal
 from mlplatform_server.services.models import ModelService
 from mlplatform_server.store import models as m
-from mlplatform_server.store.db import Store, sqlite_url
+from mlplatform_server.store.db import Store
 from notebooks import realistic_notebook
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        url = sqlite_url(tmp_path)
-        yield Store(url)
-        return
-    base = required_env("MLP_TEST_PG_URL")
-    name = "t_" + uuid.uuid4().hex[:10]
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = base.rsplit("/", 1)[0] + "/" + name
-    s = Store(url)
-    yield s
-    s.close()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def test_migrations_create_every_table(store):

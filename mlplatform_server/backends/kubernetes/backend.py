@@ -20,7 +20,7 @@ code) a Job that completed is a success.
 Known limits: a Job is deleted ``ttl_seconds`` after it finished; a run whose status was never
 read in that window (the server down longer than that) and that left no result file reads as
 "deleted outside the platform". Status is answered from one shared list-and-watch per kind (Jobs,
-Pods, Deployments carrying the platform's label; :mod:`.cache`) when it is synced, and from GETs
+Pods, Deployments carrying the platform's label, Warning events; :mod:`.watches`) when it is synced, and from GETs
 otherwise (before the first LIST, after a broken watch, or for an object the watch has not seen yet).
 """
 
@@ -29,11 +29,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import functools
-import hashlib
 import logging
 import os
-import time
 from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
@@ -45,7 +42,9 @@ from . import credentials as creds
 from . import manifests as mf
 from ..scheduling import Firing, ScheduleSpec
 from .schedules import SCHEDULE_ID_LABEL, firing_of, make_schedule_cronjob
-from .cache import IndexKey, Informer, label_index
+from .cache import Informer
+from .identity import WorkloadIdentity
+from .watches import ClusterView
 from .client import ApiError, KubeClient, resource_path
 from .namespaces import join_ref, split_ref, user_namespace, validate_prefix
 
@@ -54,14 +53,6 @@ log = logging.getLogger(__name__)
 # A pending run whose Job is older than this (seconds) and whose pods say nothing gets its reason
 # from Warning events: not for runs that are merely young.
 EVENTS_AFTER = 5.0
-# How long a checked workload token is trusted without asking the API server again (seconds).
-TOKEN_CACHE_SECONDS = 60.0
-_INFORMERS: dict[str, tuple[str, IndexKey | None]] = {
-    "Job": ("batch/v1", None),
-    "Pod": ("v1", label_index(mf.JOB_NAME_LABEL)),
-    "Deployment": ("apps/v1", None),
-}
-
 _WAITING_PROBLEMS = {
     "ErrImagePull": "the image {image} could not be pulled",
     "ImagePullBackOff": "the image {image} could not be pulled",
@@ -195,10 +186,8 @@ class KubernetesBackend(Backend):
         self.user_credentials = user_credentials
         self.client = client or KubeClient.from_kubeconfig(kubeconfig, context)
         self.watch = watch
-        self._watches: dict[str, dict[str, Informer]] = {}  # namespace → kind → its informer
-        self._workload_tokens: dict[str, tuple[str, float]] = {}  # sha256(token) → (run's ref, trusted until)
-        self._changed_jobs: set[str] = set()
-        self._all_changed = True
+        self.view = ClusterView(self.client, namespace, self._ref, enabled=watch)
+        self.identity = WorkloadIdentity(self.client, self.view, self.managed_namespace, self._ref)
 
     # -- namespaces: one configured, or one per user (namespaces.py) ------------------------
     def namespace_for(self, user: str) -> str:
@@ -243,94 +232,17 @@ class KubernetesBackend(Backend):
                 f"create it, apply deploy/rbac/platform-role.yaml there{claim} (README: One namespace per user)")
         return BackendError(f"Kubernetes refused {what}: {exc.message}")
 
-    # -- shared list-and-watch -------------------------------------------------
+    # -- shared list-and-watch (watches.py) ---------------------------------------------
     @property
     def informers(self) -> dict[str, Informer]:
         """The informers of the one namespace, by kind (empty with one namespace per user)."""
-        return self._watches.setdefault(self.namespace or "", {})
+        return self.view.informers_of()
 
     def _informer(self, kind: str, namespace: str | None = None) -> Informer | None:
-        """The synced watch cache of ``kind`` (Job, Pod, Deployment) in ``namespace`` (default the
-        one), started on first use; None while it is not synced (the caller reads the API server)."""
-        if not self.watch:
-            return None
-        namespace = namespace or self.namespace
-        assert namespace, "a namespace is needed with one namespace per user"
-        informers = self._watches.setdefault(namespace, {})
-        informer = informers.get(kind)
-        if informer is None:
-            on_change = functools.partial(self._note_change, namespace=namespace)
-            if kind == "Event":  # not labelled by the platform: every Warning in the namespace
-                informer = Informer(self.client, "v1", "Event", namespace, None, field_selector="type=Warning",
-                                    index=_involved_object, on_change=on_change)
-            else:
-                api_version, index = _INFORMERS[kind]
-                selector = ",".join(f"{k}={v}" for k, v in mf.MANAGED_BY.items())
-                informer = Informer(self.client, api_version, kind, namespace, selector, index=index,
-                                    on_change=on_change)
-            informers[kind] = informer
-            if self.namespace is None and kind in ("Job", "Pod") and {"Job", "Pod"} - informers.keys():
-                self._informer("Pod" if kind == "Job" else "Job", namespace)  # changed_refs needs both
-        informer.start()
-        return informer if informer.synced else None
-
-    def _note_change(self, obj: dict[str, Any] | None, namespace: str | None = None) -> None:
-        """Remember which run's Job a watched change concerns (see :meth:`changed_refs`)."""
-        if obj is None:
-            self._all_changed = True
-            return
-        namespace = namespace or self.namespace or ""
-        kind = obj.get("kind")
-        meta = obj.get("metadata") or {}
-        if kind == "Event":
-            involved = obj.get("involvedObject") or {}
-            if involved.get("kind") == "Job":
-                self._changed_jobs.add(self._ref(namespace, involved.get("name") or ""))
-            elif involved.get("kind") == "Pod" and (pods := self._watches.get(namespace, {}).get("Pod")) is not None:
-                pod = pods.get(involved.get("name") or "")
-                if pod is not None:
-                    self._note_change(pod, namespace)
-        elif kind == "Job":
-            self._changed_jobs.add(self._ref(namespace, meta.get("name") or ""))
-        elif job := (meta.get("labels") or {}).get(mf.JOB_NAME_LABEL):
-            self._changed_jobs.add(self._ref(namespace, job))
+        return self.view.informer(kind, namespace)
 
     def changed_refs(self) -> set[str] | None:
-        if self.namespace is not None:
-            watched = [self.informers]
-        else:  # every user namespace with runs watched so far (a new one is watched from its first submit)
-            watched = [w for w in self._watches.values() if "Job" in w or "Pod" in w]
-        if self._all_changed or not watched or any(
-                w.get("Job") is None or w.get("Pod") is None or not (w["Job"].synced and w["Pod"].synced)
-                for w in watched):
-            self._all_changed = False
-            self._changed_jobs.clear()
-            return None
-        changed, self._changed_jobs = self._changed_jobs, set()
-        changed.discard("")
-        changed.discard(self._ref("", ""))
-        return {ref for ref in changed if not ref.endswith("/")}
-
-    async def _get_cached(self, api_version: str, kind: str, name: str,
-                          namespace: str | None = None) -> dict[str, Any] | None:
-        namespace = namespace or self.namespace
-        informer = self._informer(kind, namespace)
-        obj = informer.get(name) if informer else None
-        if obj is None:  # not synced, or not seen by the watch yet (just created or deleted)
-            obj = await self.client.get_or_none(api_version, kind, namespace, name)
-        return obj
-
-    async def _pods_cached(self, labels: dict[str, str], namespace: str | None = None) -> list[dict[str, Any]]:
-        """The pods carrying ``labels`` (a Job's pods by the informer's index, others by a scan)."""
-        namespace = namespace or self.namespace
-        informer = self._informer("Pod", namespace)
-        if informer is not None:
-            job = labels.get(mf.JOB_NAME_LABEL)
-            pods = informer.indexed(job) if job and len(labels) == 1 else informer.select(labels)
-        else:
-            selector = ",".join(f"{k}={v}" for k, v in labels.items())
-            pods = await self.client.list("v1", "Pod", namespace, label_selector=selector)
-        return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
+        return self.view.changed_refs()
 
     # -- helpers -------------------------------------------------------------
     def _credentials(self, user: str) -> str | None:
@@ -357,55 +269,9 @@ class KubernetesBackend(Backend):
             return None
         return read_result(spec.run_dir / "result.json")
 
-    async def _pods(self, job: str, namespace: str | None = None) -> list[dict[str, Any]]:
-        pods = await self.client.list("v1", "Pod", namespace or self.namespace,
-                                      label_selector=f"{mf.JOB_NAME_LABEL}={job}")
-        return sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "")
-
-    # -- workload identity -----------------------------------------------------
+    # -- workload identity (identity.py) ------------------------------------------------
     async def authenticate_workload(self, token: str) -> str | None:
-        """The Job of the pod whose projected token (audience :data:`.manifests.TOKEN_AUDIENCE`)
-        this is: a TokenReview by the API server proves the token is valid, unexpired and bound to
-        a pod that still exists; the pod must be one of the platform's in a namespace it manages."""
-        if token.count(".") != 2:  # not a JWT: not a service-account token
-            return None
-        key = hashlib.sha256(token.encode()).hexdigest()
-        now = time.monotonic()
-        cached = self._workload_tokens.get(key)
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-                  "spec": {"token": token, "audiences": [mf.TOKEN_AUDIENCE]}}
-        try:
-            answer = await self.client.request("POST", "/apis/authentication.k8s.io/v1/tokenreviews", json=review)
-        except ApiError as exc:
-            log.warning("TokenReview failed: %s", exc.message)
-            return None
-        status = answer.get("status") or {}
-        user = status.get("user") or {}
-        extra = user.get("extra") or {}
-        pod_name = (extra.get("authentication.kubernetes.io/pod-name") or [None])[0]
-        pod_uid = (extra.get("authentication.kubernetes.io/pod-uid") or [None])[0]
-        account = str(user.get("username", "")).split(":")  # system:serviceaccount:NAMESPACE:NAME
-        namespace = account[2] if len(account) == 4 and account[:2] == ["system", "serviceaccount"] else ""
-        if (not status.get("authenticated") or mf.TOKEN_AUDIENCE not in (status.get("audiences") or [])
-                or not namespace or not self.managed_namespace(namespace) or not pod_name):
-            return None
-        # (a user namespace is watched once it has runs, not because a token names it)
-        informer = self._informer("Pod", namespace) if namespace in self._watches or self.namespace else None
-        pod = informer.get(pod_name) if informer else None
-        if pod is None:
-            pod = await self.client.get_or_none("v1", "Pod", namespace, pod_name)
-        meta = (pod or {}).get("metadata") or {}
-        labels = meta.get("labels") or {}
-        job = labels.get(mf.JOB_NAME_LABEL)
-        if not job or meta.get("uid") != pod_uid or not mf.MANAGED_BY.items() <= labels.items():
-            return None
-        ref = self._ref(namespace, job)
-        if len(self._workload_tokens) > 10_000:
-            self._workload_tokens = {k: v for k, v in self._workload_tokens.items() if v[1] > now}
-        self._workload_tokens[key] = (ref, now + TOKEN_CACHE_SECONDS)
-        return ref
+        return await self.identity.job_of(token)
 
     # -- runs ----------------------------------------------------------------
     async def submit(self, spec: RunSpec) -> str:
@@ -424,7 +290,7 @@ class KubernetesBackend(Backend):
 
     async def status(self, ref: str, spec: RunSpec) -> RunStatus:
         namespace, ref = self._locate(ref, spec.user)
-        job = await self._get_cached("batch/v1", "Job", ref, namespace)
+        job = await self.view.get("batch/v1", "Job", ref, namespace)
         result = self._local_result(spec)
         if job is None:
             if result is not None:
@@ -435,7 +301,7 @@ class KubernetesBackend(Backend):
         failed = conditions.get("Failed") or conditions.get("FailureTarget")
         if done:
             return result or RunStatus(RunState.SUCCEEDED, None, 0)
-        pods = await self._pods_cached({mf.JOB_NAME_LABEL: ref}, namespace)
+        pods = await self.view.pods({mf.JOB_NAME_LABEL: ref}, namespace)
         if failed:
             if result is not None:
                 return result
@@ -445,30 +311,11 @@ class KubernetesBackend(Backend):
             # Pod conditions say nothing (yet): the latest warning about the pod, or about the Job
             # when it has none (e.g. FailedCreate: a quota, a missing PriorityClass).
             what, name = ("Pod", pods[-1]["metadata"]["name"]) if pods else ("Job", ref)
-            warning = await self._warning(what, name, namespace)
+            warning = await self.view.warning(what, name, namespace)
             if warning:
                 prefix = "the Job cannot create its pod" if what == "Job" else "the pod is not running"
                 return RunStatus(RunState.PENDING, f"{prefix}: {warning}")
         return progress
-
-    async def _warning(self, kind: str, name: str, namespace: str | None = None) -> str | None:
-        """The latest Warning event about an object, as "Reason: message"; None if none (or not readable)."""
-        namespace = namespace or self.namespace
-        informer = self._informer("Event", namespace)
-        if informer is not None:
-            events = informer.indexed(f"{kind}/{name}")
-        else:
-            try:
-                events = await self.client.list("v1", "Event", namespace, field_selector=(
-                    f"involvedObject.kind={kind},involvedObject.name={name},type=Warning"))
-            except ApiError as exc:
-                log.debug("events of %s %s: %s", kind, name, exc)
-                return None
-        if not events:
-            return None
-        latest = max(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime")
-                     or e["metadata"].get("creationTimestamp") or "")
-        return f"{latest.get('reason') or 'Warning'}: {latest.get('message') or ''}".rstrip(": ")
 
     def _failure(self, cond: dict[str, Any], pods: list[dict[str, Any]], job: dict[str, Any],
                  spec: RunSpec) -> RunStatus:
@@ -514,7 +361,7 @@ class KubernetesBackend(Backend):
         saved = spec.run_dir / "logs.txt"
         namespace, name = self._locate(ref, spec.user)
         while True:
-            pods = await self._pods(name, namespace)
+            pods = await self.view.listed_pods(name, namespace)
             pod = pods[-1]["metadata"]["name"] if pods else None
             if pod is None:
                 if not follow or (await self.status(ref, spec)).state.final:
@@ -556,7 +403,7 @@ class KubernetesBackend(Backend):
 
     async def cleanup(self, ref: str, spec: RunSpec) -> None:
         namespace, ref = self._locate(ref, spec.user)
-        pods = await self._pods_cached({mf.JOB_NAME_LABEL: ref}, namespace)
+        pods = await self.view.pods({mf.JOB_NAME_LABEL: ref}, namespace)
         if pods:
             pod = pods[-1]["metadata"]["name"]
             try:
@@ -567,7 +414,7 @@ class KubernetesBackend(Backend):
             else:
                 if text is not None:
                     _write_atomic(spec.run_dir / "logs.txt", text)
-        job = await self._get_cached("batch/v1", "Job", ref, namespace)
+        job = await self.view.get("batch/v1", "Job", ref, namespace)
         if job is not None and not (_FINISHED & set(_conditions(job))):
             # Final for the platform (e.g. out of memory) but the Job would retry: stop it.
             await self.client.delete("batch/v1", "Job", namespace, ref, propagation="Background")
@@ -633,7 +480,7 @@ class KubernetesBackend(Backend):
 
     async def deployment_status(self, ref: str, spec: DeploymentSpec) -> DeploymentStatus:
         namespace, ref = self._locate(ref, spec.user)
-        dep = await self._get_cached("apps/v1", "Deployment", ref, namespace)
+        dep = await self.view.get("apps/v1", "Deployment", ref, namespace)
         if dep is None:
             return DeploymentStatus("failed", None, "the Deployment was deleted outside the platform")
         url = self._url(ref, namespace)
@@ -645,7 +492,7 @@ class KubernetesBackend(Backend):
             return DeploymentStatus("ready", url)
         stalled = next((c for c in (status.get("conditions") or [])
                         if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"), None)
-        pods = await self._pods_cached(dep["spec"]["selector"]["matchLabels"], namespace)
+        pods = await self.view.pods(dep["spec"]["selector"]["matchLabels"], namespace)
         _, reason, oom = _pod_problems(pods, spec.image)
         if oom is not None:
             reason = f"out of memory: exceeded the hardware size's memory limit {spec.hardware.memory}"
@@ -692,6 +539,17 @@ class KubernetesBackend(Backend):
     async def credential_env(self, user: str) -> dict[str, str]:
         return {}  # never literal values in a pod spec: Jobs and Deployments use envFrom
 
+    # -- image builds: a BuildKit Job in the user's namespace (builders/buildkit.py) --
+    builds_images = True
+
+    async def build_image(self, ctx: Any, target: Any, registry_url: str, auth_file: str | Path | None,
+                          settings: Any, user: str) -> Any:
+        from ...builders.buildkit import build_buildkit
+
+        return await build_buildkit(ctx, target, registry_url, auth_file, client=self.client,
+                                    namespace=self.namespace_for(user), artifacts=self.artifacts,
+                                    settings=settings, user=user)
+
     # -- scheduled batch prediction (schedules.py) -----------------------------
     fires_schedules = True
 
@@ -731,7 +589,7 @@ class KubernetesBackend(Backend):
             return await self._firings(self.namespace)
         # One namespace per user: those of the schedules' CronJobs, and those whose Jobs are watched.
         namespaces = {ns for ns in (split_ref(ref)[0] for ref in refs) if ns}
-        namespaces |= {ns for ns, watched in self._watches.items() if "Job" in watched}
+        namespaces |= {ns for ns, watched in self.view.watches.items() if "Job" in watched}
         firings: list[Firing] = []
         for namespace in sorted(namespaces):
             try:
@@ -752,14 +610,9 @@ class KubernetesBackend(Backend):
         return [f for f in map(firing_of, jobs) if f is not None]
 
     async def close(self) -> None:
-        await asyncio.gather(*(informer.stop() for watched in self._watches.values() for informer in watched.values()))
+        await self.view.stop()
         await self.client.close()
 
-
-
-def _involved_object(event: dict[str, Any]) -> str | None:
-    obj = event.get("involvedObject") or {}
-    return f"{obj.get('kind')}/{obj.get('name')}" if obj.get("name") else None
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -104,6 +104,15 @@ class KubeConfig:
             config = yaml.safe_load(path.read_text()) or {}
         except OSError as exc:
             raise ValueError(f"cannot read kubeconfig {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ValueError(f"kubeconfig {path} is not valid YAML: {exc}") from None
+        try:
+            return cls._from_config(config, path, context)
+        except (KeyError, TypeError, AttributeError) as exc:  # a missing or mistyped entry
+            raise ValueError(f"kubeconfig {path} is malformed: {exc!r}") from None
+
+    @classmethod
+    def _from_config(cls, config: Any, path: Path, context: str | None) -> "KubeConfig":
         base = path.parent
         name = context or config.get("current-context")
         ctx = next((c["context"] for c in config.get("contexts") or [] if c.get("name") == name), None)
@@ -206,15 +215,22 @@ class KubeClient:
         raise AssertionError("unreachable")
 
     # -- verbs ---------------------------------------------------------------------------------
-    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Create ``obj``; if it exists already (a retried create), return the existing object."""
-        meta = obj["metadata"]
-        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"))
+    async def _post_new(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """POST ``obj``; None when an object of its name exists already."""
+        path = resource_path(obj["apiVersion"], obj["kind"], obj["metadata"].get("namespace"))
         try:
             return await self.request("POST", path, json=obj)
         except ApiError as exc:
             if not exc.conflict:
                 raise
+        return None
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create ``obj``; if it exists already (a retried create), return the existing object."""
+        created = await self._post_new(obj)
+        if created is not None:
+            return created
+        meta = obj["metadata"]
         return await self.get(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
 
     async def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
@@ -230,9 +246,9 @@ class KubeClient:
 
     async def list(self, api_version: str, kind: str, namespace: str | None, *, label_selector: str | None = None,
                    field_selector: str | None = None) -> list[dict[str, Any]]:
-        body = await self.request("GET", resource_path(api_version, kind, namespace),
-                                  params=_selectors(label_selector, field_selector))
-        return list(body.get("items") or [])
+        items, _ = await self.list_with_version(api_version, kind, namespace, label_selector=label_selector,
+                                                field_selector=field_selector)
+        return items
 
     async def list_with_version(self, api_version: str, kind: str, namespace: str | None, *,
                                 label_selector: str | None = None,
@@ -275,13 +291,10 @@ class KubeClient:
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create, or merge-patch an existing object with everything but its name (spec, data,
         labels, annotations)."""
+        created = await self._post_new(obj)
+        if created is not None:
+            return created
         meta = obj["metadata"]
-        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"))
-        try:
-            return await self.request("POST", path, json=obj)
-        except ApiError as exc:
-            if not exc.conflict:
-                raise
         body = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
         body["metadata"] = {"labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {}}
         return await self.patch(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"], body)
