@@ -46,7 +46,9 @@ images: system
 images-prune:
 	scripts/build-images.sh prune
 
-test: install services images kube-up test-js
+# images and kube-up run side by side (scripts/test-rig.sh).
+test: install services test-js
+	scripts/test-rig.sh
 	source .testenv/env.sh && source .testenv/kube/env.sh && $(PYTHON) -m pytest $(PYTEST_ARGS)
 
 # TypeScript unit tests of the JupyterLab extension (Jest). node_modules comes with `make install`

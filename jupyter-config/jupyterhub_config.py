@@ -15,7 +15,8 @@ stops the hub here, naming the bad key. Settings come from the environment:
 
 import os
 
-from mlplatform_server.hub.hub_config import configure_platform_service, platform_config_or_exit
+from mlplatform_server.hub.hub_config import (configure_notebook_pods, configure_platform_service,
+                                              platform_config_or_exit)
 from mlplatform_server.hub.profiles import profile_list_for
 
 c = get_config()  # noqa: F821 (defined by traitlets when it loads this file)
@@ -32,12 +33,9 @@ c.KubeSpawner.profile_list = profile_list_for(platform, os.environ.get("MLP_PRIO
 if os.environ.get("MLP_NAMESPACE"):
     c.KubeSpawner.namespace = os.environ["MLP_NAMESPACE"]
 c.KubeSpawner.default_url = "/lab"
-c.KubeSpawner.automount_service_account_token = False  # no Kubernetes API token in notebooks
-c.KubeSpawner.storage_pvc_ensure = False  # homes live on one shared RWX claim, not per-user PVCs
-c.KubeSpawner.volumes = [{"name": "home", "persistentVolumeClaim": {
-    "claimName": os.environ.get("MLP_HOME_CLAIM", "mlp-data")}}]
-c.KubeSpawner.volume_mounts = [{"name": "home", "mountPath": "/home/jovyan",
-                                "subPath": os.environ.get("MLP_HOME_SUBPATH", "home/{username}")}]
+# Home on the shared claim, the images' user mlp (uid 1000), no Kubernetes API token.
+configure_notebook_pods(c, os.environ.get("MLP_HOME_CLAIM", "mlp-data"),
+                        os.environ.get("MLP_HOME_SUBPATH", "home/{username}"))
 c.KubeSpawner.extra_labels = {"app.kubernetes.io/part-of": "mlplatform"}
 
 # The platform API as a hub service; the servers' tokens ($JUPYTERHUB_API_TOKEN, also MLP_TOKEN) may call it.

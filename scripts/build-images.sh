@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
-# Build the environment images locally (no registry can be reached, so nothing is pulled):
-#   localhost/mlplatform/debian-base:<tag>   debootstrap minbase + python3 and the ML packages
-#   localhost/mlplatform/python:<tag2>       base + mlplatform_server in /opt/mlplatform (also :latest)
-# <tag> hashes the package list and this script; <tag2> hashes <tag>, images/base/Dockerfile and
-# mlplatform_server/. An image that exists is reused, so only changed inputs rebuild.
-# Writes MLP_TEST_IMAGE into .testenv/env.sh.
-# `scripts/build-images.sh prune` removes other (older) tags of these two images that no container uses.
+# Build the environment images locally (no registry can be reached, so nothing is pulled; Debian
+# packages and PyPI wheels are fetched from their registries):
+#   localhost/mlplatform/debian-base:<t>      debootstrap minbase + python3 and Debian's ML packages
+#   localhost/mlplatform/python-deps:<t>      + images/base: JupyterLab, jupyterhub-singleuser, TensorBoard, …
+#   localhost/mlplatform/deep-learning-deps:<t>  + images/deep-learning: PyTorch (CPU)
+#   localhost/mlplatform/gpu-deps:<t>         + images/gpu: PyTorch's CUDA build and the CUDA runtime
+#   localhost/mlplatform/hub-deps:<t>         + images/hub: KubeSpawner
+# and, on each *-deps image, the final image with the mlplatform wheel (images/runtime):
+#   localhost/mlplatform/{python,deep-learning,gpu,hub}:<t> (also :latest); platform = hub.
+# Every <t> hashes the image's inputs (the parent's tag, its directory under images/, and for the
+# final images the project's sources), so an image that exists is reused and only changed inputs
+# rebuild; a code change rebuilds only the thin wheel layers.
+# Writes MLP_TEST_IMAGE (python) and MLP_TEST_IMAGE_{DEEP_LEARNING,GPU,HUB} into .testenv/env.sh.
+# `scripts/build-images.sh prune` removes other (older) tags of these images that no container uses.
+# MLP_IMAGES="python hub" builds only those final images (default: all four).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-BASE_PACKAGES="python3,python3-tornado,python3-numpy,python3-sklearn,python3-joblib,python3-yaml,ca-certificates"
+BASE_PACKAGES="python3,python3-pip,python3-tornado,python3-numpy,python3-pandas,python3-sklearn,python3-xgboost,python3-joblib,python3-yaml,ca-certificates"
 SUITE="bookworm"
-BASE_REPO="localhost/mlplatform/debian-base"
-PY_REPO="localhost/mlplatform/python"
+REPO="localhost/mlplatform"
+BASE_REPO="$REPO/debian-base"
+FINAL_IMAGES="${MLP_IMAGES:-python deep-learning gpu hub}"
 
 command -v podman >/dev/null || { log "podman not installed: run 'make install'"; exit 1; }
 command -v debootstrap >/dev/null || { log "debootstrap not installed: run 'make install'"; exit 1; }
@@ -61,27 +70,38 @@ trap cleanup EXIT
 exec 9>/run/lock/mlplatform-build-images.lock
 flock 9
 
-# ------------------------------------------------------------------ base image
-BASE_TAG="$( { echo "$SUITE $BASE_PACKAGES"; cat "${BASH_SOURCE[0]}"; } | short_hash )"
-BASE_IMAGE="$BASE_REPO:$BASE_TAG"
-PY_TAG="$( {
-  echo "$BASE_TAG"
-  cat "$ROOT/images/base/Dockerfile"
+# ------------------------------------------------------------------ tags
+# Files of a directory (or the project's sources), each with its hash, in a fixed order.
+hash_files() {  # paths relative to $ROOT...
   cd "$ROOT"
-  find mlplatform_server -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z \
-    | xargs -0 sha256sum
-} | short_hash )"
-PY_IMAGE="$PY_REPO:$PY_TAG"
+  if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    git ls-files -z --cached --others --exclude-standard -- "$@"
+  else
+    find "$@" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' ! -path '*/node_modules/*' -print0
+  fi | LC_ALL=C sort -z | while IFS= read -r -d '' f; do [[ -f $f ]] && printf '%s\0' "$f"; done \
+     | xargs -0 -r sha256sum
+}
+# The base's tag: the package list and the text of this script's "base image" section (only an
+# edit there rebuilds the debootstrap base and so every image).
+base_section() { sed -n '/^# -\{10,\} base image$/,/^# -\{10,\} environment images$/p' "${BASH_SOURCE[0]}"; }
+BASE_TAG="$( { echo "$SUITE $BASE_PACKAGES"; base_section; } | short_hash )"
+BASE_IMAGE="$BASE_REPO:$BASE_TAG"
+# What goes into the mlplatform wheel.
+SOURCES_HASH="$(hash_files mlplatform_server labextension jupyter-config pyproject.toml images/runtime | short_hash)"
 
 if [[ ${1:-} == prune ]]; then
-  podman images --format '{{.Repository}}:{{.Tag}}' --filter "reference=localhost/mlplatform/*" | sort -u |
-    while read -r ref; do
-      case "$ref" in "$BASE_IMAGE"|"$PY_IMAGE"|*:latest|*:"<none>") continue ;; esac
+  keep="$(podman images --format '{{.Repository}}:{{.Tag}}' --filter "reference=$REPO/*:latest" |
+    xargs -r podman image inspect --format '{{.Id}}' 2>/dev/null | sort -u)"
+  podman images --format '{{.Repository}}:{{.Tag}} {{.Id}}' --filter "reference=$REPO/*" | sort -u |
+    while read -r ref id; do
+      case "$ref" in "$BASE_IMAGE"|*:latest|*:"<none>") continue ;; esac
+      if grep -q "^${id}" <<<"$keep"; then continue; fi
       podman rmi "$ref" >/dev/null 2>&1 && log "removed $ref" || log "kept $ref (in use)"
     done
   exit 0
 fi
 
+# ------------------------------------------------------------------ base image
 if podman image exists "$BASE_IMAGE"; then
   log "base image $BASE_IMAGE exists"
 else
@@ -115,28 +135,77 @@ else
 fi
 podman tag "$BASE_IMAGE" "$BASE_REPO:latest"
 
-# ------------------------------------------------------------------ python image
+# ------------------------------------------------------------------ environment images
+HOST_CA=/etc/ssl/certs/ca-certificates.crt   # for pip in RUN steps (see images/base/Dockerfile)
 
-if podman image exists "$PY_IMAGE"; then
-  log "image $PY_IMAGE exists"
-else
-  CTX="$TESTENV/image-context"
-  rm -rf "$CTX"
-  mkdir -p "$CTX"
-  cp "$ROOT/images/base/Dockerfile" "$CTX/Dockerfile"
-  tar -C "$ROOT" --exclude='__pycache__' --exclude='*.pyc' -c mlplatform_server | tar -C "$CTX" -x
-  log "building $PY_IMAGE"
-  podman build --pull=never --build-arg "BASE_IMAGE=$BASE_IMAGE" \
-    --label "mlplatform.base=$BASE_IMAGE" --label "mlplatform.tag=$PY_TAG" \
-    -t "$PY_IMAGE" "$CTX" >"$TESTENV/image-build.log" 2>&1 \
-    || { log "podman build failed:"; cat "$TESTENV/image-build.log" >&2; exit 1; }
-  rm -rf "$CTX"
-  log "checking $PY_IMAGE"
-  podman run --rm --network host "$PY_IMAGE" \
-    python3 -c "import tornado, sklearn, mlplatform_server; print('ok')"
-fi
-podman tag "$PY_IMAGE" "$PY_REPO:latest"
+podman_build() {  # image from context log
+  local image=$1 from=$2 context=$3 start=$SECONDS
+  local log_file="$TESTENV/image-build-${image##*/}.log"
+  log_file="${log_file/:/-}"
+  local args=(--pull=never --network host --build-arg "FROM_IMAGE=$from"
+              --label "mlplatform.from=$from" -t "$image")
+  [[ -s $HOST_CA ]] && args+=(--volume "$HOST_CA:/run/mlplatform/host-ca.crt:ro")
+  log "building $image (from $from)"
+  podman build "${args[@]}" "$context" >"$log_file" 2>&1 \
+    || { log "podman build of $image failed; tail of $log_file:"; tail -n 40 "$log_file" >&2; exit 1; }
+  log "built $image in $((SECONDS - start))s"
+}
 
-echo "MLP_TEST_IMAGE=$PY_IMAGE" >"$IMAGE_ENV"
+# A dependency image from images/<dir> on top of <from>; its name in $IMAGE (no subshell, so
+# that build_wheel's state survives between calls).
+deps_image() {  # name dir from
+  local name=$1 dir=$2 from=$3
+  IMAGE="$REPO/$name:$( { echo "$from"; hash_files "images/$dir"; } | short_hash )"
+  podman image exists "$IMAGE" || podman_build "$IMAGE" "$from" "$ROOT/images/$dir"
+}
+
+WHEEL_DIR=""
+# The mlplatform wheel (with the prebuilt JupyterLab extension), built once per run when needed.
+build_wheel() {
+  [[ -n $WHEEL_DIR ]] && return 0
+  WHEEL_DIR="$TESTENV/image-wheel"
+  rm -rf "$WHEEL_DIR"; mkdir -p "$WHEEL_DIR"
+  local pip="$ROOT/.venv/bin/pip"
+  [[ -x $pip ]] || { log ".venv missing: run 'make install'"; exit 1; }
+  log "building the mlplatform wheel"
+  "$pip" wheel --quiet --no-deps -w "$WHEEL_DIR" "$ROOT" >"$TESTENV/image-wheel.log" 2>&1 \
+    || { log "wheel build failed:"; tail -n 40 "$TESTENV/image-wheel.log" >&2; exit 1; }
+  cp "$ROOT/images/runtime/Dockerfile" "$WHEEL_DIR/Dockerfile"
+}
+
+# The final image <name>: <deps> + the mlplatform wheel; tagged :latest too; its name in $IMAGE.
+final_image() {  # name deps
+  local name=$1 deps=$2
+  IMAGE="$REPO/$name:$( { echo "$deps"; echo "$SOURCES_HASH"; } | short_hash )"
+  if ! podman image exists "$IMAGE"; then
+    build_wheel
+    podman_build "$IMAGE" "$deps" "$WHEEL_DIR"
+  fi
+  podman tag "$IMAGE" "$REPO/$name:latest"
+}
+
+declare -A FINAL
+IMAGE=""
+deps_image python-deps base "$BASE_IMAGE"
+PY_DEPS="$IMAGE"
+for name in $FINAL_IMAGES; do
+  case "$name" in
+    python) IMAGE="$PY_DEPS" ;;
+    deep-learning|gpu|hub) deps_image "$name-deps" "$name" "$PY_DEPS" ;;
+    *) log "unknown image '$name' in MLP_IMAGES (expected python, deep-learning, gpu, hub)"; exit 1 ;;
+  esac
+  final_image "$name" "$IMAGE"
+  FINAL[$name]="$IMAGE"
+done
+if [[ -n ${FINAL[hub]:-} ]]; then podman tag "${FINAL[hub]}" "$REPO/platform:latest"; fi
+[[ -n $WHEEL_DIR ]] && rm -rf "$WHEEL_DIR"
+
+{
+  [[ -n ${FINAL[python]:-} ]] && echo "MLP_TEST_IMAGE=${FINAL[python]}"
+  [[ -n ${FINAL[deep-learning]:-} ]] && echo "MLP_TEST_IMAGE_DEEP_LEARNING=${FINAL[deep-learning]}"
+  [[ -n ${FINAL[gpu]:-} ]] && echo "MLP_TEST_IMAGE_GPU=${FINAL[gpu]}"
+  [[ -n ${FINAL[hub]:-} ]] && echo "MLP_TEST_IMAGE_HUB=${FINAL[hub]}"
+  true
+} >"$IMAGE_ENV"
 write_env
-echo "images ready: $PY_IMAGE (also :latest), base $BASE_IMAGE"
+for name in $FINAL_IMAGES; do echo "image ready: ${FINAL[$name]} (also :latest)"; done

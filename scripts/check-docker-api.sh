@@ -53,8 +53,8 @@ def mounts_api():
     assert code == 0 and "in.txt" in out, out
 
 def env_workdir():
-    code, out = run(["sh", "-c", "echo $FOO $PWD $PYTHONPATH"], environment={"FOO": "bar"}, working_dir="/tmp")
-    assert out.split() == ["bar", "/tmp", "/opt/mlplatform"], out
+    code, out = run(["sh", "-c", "echo $FOO $PWD $LANG"], environment={"FOO": "bar"}, working_dir="/tmp")
+    assert out.split() == ["bar", "/tmp", "C.UTF-8"], out
 
 def exit_code():
     code, _ = run(["sh", "-c", "exit 3"]); assert code == 3, code

@@ -4,7 +4,8 @@
 #   127.0.0.1:$MLP_REGISTRY_AUTH_PORT (55001)  htpasswd auth (user mlp, password generated once into
 #                                              .testenv/registry/password), storage .testenv/registry/auth
 # and pushes the environment image $MLP_TEST_IMAGE (from build-images.sh) into both as
-# <registry>/mlplatform/python:<tag>, each only when the registry does not have it yet.
+# <registry>/mlplatform/python:<tag>, and $MLP_TEST_IMAGE_DEEP_LEARNING into the plain one as
+# mlplatform/deep-learning:<tag>, each only when the registry does not have it yet.
 #   scripts/registry.sh [start]   start both (idempotent) and push the image if it is built
 #   scripts/registry.sh env       like start, then print the export lines for .testenv/env.sh
 #   scripts/registry.sh stop      stop both
@@ -116,9 +117,9 @@ stop_one() {
   rm -f "$REG_DIR/$1.pid"
 }
 
-test_image() {
-  local image="${MLP_TEST_IMAGE:-}"
-  if [[ -z $image && -f $IMAGE_ENV ]]; then image="$(sed -n 's/^MLP_TEST_IMAGE=//p' "$IMAGE_ENV")"; fi
+test_image() {  # variable name in .testenv/image.env (MLP_TEST_IMAGE, MLP_TEST_IMAGE_DEEP_LEARNING)
+  local image="${!1:-}"
+  if [[ -z $image && -f $IMAGE_ENV ]]; then image="$(sed -n "s/^$1=//p" "$IMAGE_ENV")"; fi
   printf '%s\n' "$image"
 }
 
@@ -130,13 +131,9 @@ has_manifest() {  # port repo tag [user:password]
   [[ $code == 200 ]]
 }
 
-push_base() {
-  local image tag repo="mlplatform/python"
-  image="$(test_image)"
-  if [[ -z $image ]]; then log "no MLP_TEST_IMAGE yet (run scripts/build-images.sh): nothing pushed"; return 0; fi
-  tag="${image##*:}"
-  exec 8>/run/lock/mlplatform-registry-push.$PLAIN_PORT.lock
-  flock 8
+# Push a locally built image into the plain registry as <repo>:<its tag>; prints the reference.
+push_plain() {  # image repo
+  local image=$1 repo=$2 tag="${1##*:}"
   if has_manifest "$PLAIN_PORT" "$repo" "$tag"; then
     log "127.0.0.1:$PLAIN_PORT/$repo:$tag already pushed"
   else
@@ -145,6 +142,19 @@ push_base() {
     podman push --quiet --tls-verify=false "$image" "docker://127.0.0.1:$PLAIN_PORT/$repo:$tag" >&2
     log "pushed in $((SECONDS - start))s"
   fi
+  printf '%s\n' "127.0.0.1:$PLAIN_PORT/$repo:$tag"
+}
+
+push_images() {
+  local image tag repo="mlplatform/python"
+  exec 8>/run/lock/mlplatform-registry-push.$PLAIN_PORT.lock
+  flock 8
+  image="$(test_image MLP_TEST_IMAGE_DEEP_LEARNING)"
+  if [[ -n $image ]]; then DL_REF="$(push_plain "$image" mlplatform/deep-learning)"; fi
+  image="$(test_image MLP_TEST_IMAGE)"
+  if [[ -z $image ]]; then log "no MLP_TEST_IMAGE yet (run scripts/build-images.sh): nothing pushed"; return 0; fi
+  tag="${image##*:}"
+  BASE_REF="$(push_plain "$image" "$repo")"
   local creds
   creds="$REG_USER:$(cat "$REG_DIR/password")"
   if has_manifest "$AUTH_PORT" "$repo" "$tag" "$creds"; then
@@ -152,9 +162,8 @@ push_base() {
   else
     log "copying it to 127.0.0.1:$AUTH_PORT/$repo:$tag"
     skopeo copy --quiet --src-tls-verify=false --dest-tls-verify=false --dest-creds "$creds" \
-      "docker://127.0.0.1:$PLAIN_PORT/$repo:$tag" "docker://127.0.0.1:$AUTH_PORT/$repo:$tag" >&2
+      "docker://$BASE_REF" "docker://127.0.0.1:$AUTH_PORT/$repo:$tag" >&2
   fi
-  BASE_REF="127.0.0.1:$PLAIN_PORT/$repo:$tag"
 }
 
 print_env() {
@@ -162,16 +171,18 @@ print_env() {
   echo "export MLP_TEST_REGISTRY_AUTH='127.0.0.1:$AUTH_PORT'"
   echo "export MLP_TEST_REGISTRY_AUTH_FILE='$AUTH_FILE'"
   if [[ -n ${BASE_REF:-} ]]; then echo "export MLP_TEST_BASE_REF='$BASE_REF'"; fi
+  if [[ -n ${DL_REF:-} ]]; then echo "export MLP_TEST_DEEP_LEARNING_REF='$DL_REF'"; fi
 }
 
 BASE_REF=""
+DL_REF=""
 case "${1:-start}" in
   start|env)
     write_registries_conf
     write_auth
     start_one plain "$PLAIN_PORT"
     start_one auth "$AUTH_PORT" "$REG_DIR/htpasswd"
-    push_base
+    push_images
     # for .testenv/env.sh: services.sh appends it; build-images.sh's write_env (lib.sh) rewrites env.sh
     print_env >"$REG_DIR/registry.env"
     if [[ ${1:-start} == env ]]; then print_env; fi

@@ -15,6 +15,7 @@ from kubespawner import KubeSpawner
 from traitlets.config import Config
 
 from mlplatform_server.config import PlatformConfig
+from mlplatform_server.hub.hub_config import configure_notebook_pods
 from mlplatform_server.hub.profiles import build_profile_list, profile_list_for
 from mlplatform_server.hub.spawner import MLPlatformSpawner
 
@@ -30,10 +31,7 @@ def hub_config(platform: PlatformConfig, namespace: str, claim: str, plain: bool
         cfg.MLPlatformSpawner.platform_url = "http://mlplatform.test:8000"
         cfg.KubeSpawner.profile_list = profile_list_for(platform)
     cfg.KubeSpawner.namespace = namespace
-    cfg.KubeSpawner.automount_service_account_token = False
-    cfg.KubeSpawner.storage_pvc_ensure = False
-    cfg.KubeSpawner.volumes = [{"name": "home", "persistentVolumeClaim": {"claimName": claim}}]
-    cfg.KubeSpawner.volume_mounts = [{"name": "home", "mountPath": "/home/jovyan", "subPath": "home/{username}"}]
+    configure_notebook_pods(cfg, claim)
     cfg.KubeSpawner.start_timeout = 120
     cfg.KubeSpawner.events_enabled = False
     return cfg

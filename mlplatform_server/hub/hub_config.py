@@ -42,3 +42,25 @@ def configure_platform_service(c: Any, platform_url: str, api_token: str | None)
          "scopes": ["read:users", "read:groups"], "services": [SERVICE]},
     ]
     c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", SERVICE_SCOPE]
+
+
+# The environment images' user (images/: uid 1000, home /home/mlp): notebook pods never run as root.
+NOTEBOOK_UID = 1000
+NOTEBOOK_HOME = "/home/mlp"
+
+
+def configure_notebook_pods(c: Any, home_claim: str, home_subpath: str = "home/{username}") -> None:
+    """KubeSpawner's notebook pods: home on the shared RWX claim (the user's own subPath, so code
+    outlives the pod and jobs can read it), the images' non-root user, no Kubernetes API token."""
+    c.KubeSpawner.automount_service_account_token = False
+    c.KubeSpawner.storage_pvc_ensure = False  # homes live on one shared RWX claim, not per-user PVCs
+    c.KubeSpawner.volumes = [{"name": "home", "persistentVolumeClaim": {"claimName": home_claim}}]
+    c.KubeSpawner.volume_mounts = [{"name": "home", "mountPath": NOTEBOOK_HOME, "subPath": home_subpath}]
+    c.KubeSpawner.uid = NOTEBOOK_UID
+    c.KubeSpawner.gid = NOTEBOOK_UID
+    c.KubeSpawner.fs_gid = NOTEBOOK_UID
+    c.KubeSpawner.working_dir = NOTEBOOK_HOME
+    c.KubeSpawner.environment = {"HOME": NOTEBOOK_HOME}
+    c.KubeSpawner.container_security_context = {
+        "runAsNonRoot": True, "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}

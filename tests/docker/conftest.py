@@ -1,7 +1,7 @@
 """Fixtures for the docker backend suite: a real Podman (or Docker) engine and a real image.
 
 `make test` sets MLP_TEST_DOCKER_HOST (the engine's socket) and MLP_TEST_IMAGE (an environment
-image with python3, tornado, numpy, scikit-learn and mlplatform_server at /opt/mlplatform).
+image with python3, tornado, numpy, scikit-learn and the mlplatform wheel: images/, make images).
 A missing one fails the suite: it is never silently skipped.
 """
 

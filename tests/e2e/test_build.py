@@ -37,11 +37,12 @@ def engine_host():
 
 
 def start_server(factory, tmp_path: Path, engine_host: str, base_ref: str, registry: str,
-                 auth_file: str | None = None):
+                 auth_file: str | None = None, more_environments: list[dict] | tuple = ()):
     config = tmp_path / f"platform-{uuid.uuid4().hex[:6]}.yaml"
     config.write_text(yaml.safe_dump({
         "environments": [{"name": "python", "image": base_ref, "default": True},
-                         {"name": "local", "image": "localhost/mlplatform/python:latest"}],
+                         {"name": "local", "image": "localhost/mlplatform/python:latest"},
+                         *more_environments],
         "hardware": [{"name": "cpu-small", "cpu": 1, "memory": "1Gi", "default": True}],
     }))
     env = {"DOCKER_HOST": engine_host, "MLP_REGISTRY": registry}
@@ -147,6 +148,67 @@ def test_the_notebook_folder_files_are_in_the_image_at_run_time(mlp_server_facto
     answer = httpx.post(dep["url"] + "/invocations", json={"word": "beta"}, timeout=30)
     assert answer.status_code == 200 and answer.json() == {"known": True, "count": 6}
     server.mlp("deployments", "delete", "words")
+
+
+TORCH_MODEL = '''
+class Model:
+    hyperparameters = {"lr": 0.1, "steps": 300}
+
+    def train(self):
+        torch.manual_seed(0)
+        x = torch.linspace(-1, 1, 64).unsqueeze(1)
+        y = 3 * x + 0.5
+        net = torch.nn.Linear(1, 1)
+        optimizer = torch.optim.SGD(net.parameters(), lr=self.hyperparameters["lr"])
+        for _ in range(self.hyperparameters["steps"]):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.mse_loss(net(x), y)
+            loss.backward()
+            optimizer.step()
+        self.log_metric("mse", loss.item())
+        torch.save(net.state_dict(), self.artifacts / "net.pt")
+
+    def init_predict(self):
+        self.net = torch.nn.Linear(1, 1)
+        self.net.load_state_dict(torch.load(self.artifacts / "net.pt"))
+
+    def predict(self, features):
+        with torch.no_grad():
+            return {"y": round(float(self.net(torch.tensor([[float(features["x"])]]))), 2)}
+'''
+
+
+def test_a_pytorch_model_trains_and_serves_on_the_deep_learning_environment(mlp_server_factory, registries,
+                                                                            engine_host, tmp_path):
+    """The deep-learning environment image (images/deep-learning, pushed by scripts/registry.sh):
+    containerized with the layer builder, trained and served in Podman with PyTorch from the image
+    (the host's Python has no torch)."""
+    dl_ref = registries.get("MLP_TEST_DEEP_LEARNING_REF")
+    if not dl_ref:
+        pytest.fail("scripts/registry.sh pushed no deep-learning image: run `make images`")
+    server = start_server(mlp_server_factory, tmp_path, engine_host, registries["MLP_TEST_BASE_REF"],
+                          registries["MLP_TEST_REGISTRY"],
+                          more_environments=[{"name": "deep-learning", "image": dl_ref}])
+    folder = tmp_path / "line"
+    folder.mkdir()
+    nb = folder / "line.ipynb"
+    nb.write_text(notebook(cell("import torch"), cell(TORCH_MODEL)))
+    server.mlp_json("models", "save", str(nb), "--name", "line")
+    built = server.mlp_json("build", "line", "--env", "deep-learning", "--context", str(folder))
+    info = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{built['image']}"],
+                                     capture_output=True, text=True, check=True).stdout)
+    base = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{dl_ref}"],
+                                     capture_output=True, text=True, check=True).stdout)
+    assert info["Layers"][:-1] == base["Layers"] and len(info["Layers"]) == len(base["Layers"]) + 1
+
+    run = server.mlp_json("train", "line", "--hp", "steps=400", "--wait")
+    assert run["status"] == "succeeded", server.mlp("runs", "logs", run["id"]).stdout
+    assert run["image"] == built["image"] and run["metrics"]["mse"] < 1e-4
+    dep = server.mlp_json("deploy", "line", "--run", run["id"], "--wait")
+    assert dep["status"] == "ready", dep
+    answer = httpx.post(dep["url"] + "/invocations", json={"x": 2}, timeout=30)
+    assert answer.status_code == 200 and answer.json() == {"y": 6.5}, answer.text
+    server.mlp("deployments", "delete", "line")
 
 
 def assert_clean_failure(proc, *fragments: str) -> None:

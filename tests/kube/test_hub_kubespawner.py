@@ -66,7 +66,11 @@ async def test_gpu_1_gives_a_gpu_pod_on_the_gpu_node(namespace: str, hub: Hubles
         # home: the shared RWX claim, the user's own subPath
         [home] = [v for v in spec["volumes"] if v["name"] == "home"]
         assert home["persistentVolumeClaim"]["claimName"] == PVC
-        assert {"name": "home", "mountPath": "/home/jovyan", "subPath": "home/ann"} in container["volumeMounts"]
+        assert {"name": "home", "mountPath": "/home/mlp", "subPath": "home/ann"} in container["volumeMounts"]
+        # the images' user mlp (uid 1000), never root
+        assert container["securityContext"]["runAsUser"] == 1000 and spec["securityContext"]["fsGroup"] == 1000
+        assert container["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
         # mlp preconfigured; no token is a literal in the pod spec
         env = {e["name"]: e for e in container["env"]}
         assert env["MLP_URL"]["value"] == "http://mlplatform.test:8000"

@@ -7,9 +7,10 @@ from mlplatform_server.config import load_config, parse_config
 from mlplatform_server.errors import ConfigError
 
 
-def test_shipped_default_has_python_and_three_sizes():
+def test_shipped_default_has_three_environments_and_three_sizes():
     config = load_config()
-    assert [e.name for e in config.environments] == ["python"]
+    assert [e.name for e in config.environments] == ["python", "deep-learning", "gpu"]
+    assert config.environment("gpu").image == "localhost/mlplatform/gpu:latest"
     assert [h.name for h in config.hardware] == ["cpu-small", "cpu-large", "gpu-1"]
     gpu = config.hardware_size("gpu-1").to_hardware()
     assert gpu.gpus == 1 and gpu.tolerations[0]["key"] == "nvidia.com/gpu"

@@ -20,7 +20,7 @@ def test_form_without_gpu_disables_gpu_sizes_with_the_reason():
     page = options_form_html(load_config(), groups={"gpu-users"}, gpus=0, engine=True)
     assert '<input type="hidden" name="profile" value="mlplatform">' in page
     envs = _options(page, "environment")
-    assert list(envs) == ["python"] and "selected" in envs["python"]
+    assert list(envs) == ["python", "deep-learning", "gpu"] and "selected" in envs["python"]
     assert "(image localhost/mlplatform/python:latest)" in envs["python"]
     assert "jobs run in the environment&#x27;s container image" in page
     sizes = _options(page, "hardware")

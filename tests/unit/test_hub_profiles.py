@@ -28,8 +28,11 @@ def test_profile_list_from_the_shipped_config():
     assert profile["slug"] == "mlplatform" and profile["default"] is True
     assert profile["kubespawner_override"] == {"priority_class_name": "mlplatform-users"}
     envs = profile["profile_options"]["environment"]["choices"]
-    assert envs == {"python": {"display_name": "Python (scikit-learn, numpy)", "default": True,
-                               "kubespawner_override": {"image": "localhost/mlplatform/python:latest"}}}
+    assert list(envs) == ["python", "deep-learning", "gpu"]
+    assert envs["python"] == {"display_name": "Python (scikit-learn, xgboost, pandas)", "default": True,
+                              "kubespawner_override": {"image": "localhost/mlplatform/python:latest"}}
+    assert envs["gpu"] == {"display_name": "GPU (PyTorch with CUDA 12)", "default": False,
+                           "kubespawner_override": {"image": "localhost/mlplatform/gpu:latest"}}
     sizes = profile["profile_options"]["hardware"]["choices"]
     assert list(sizes) == ["cpu-small", "cpu-large", "gpu-1"]
     assert sizes["cpu-small"] == {
