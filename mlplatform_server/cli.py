@@ -14,8 +14,9 @@ from typing import Any, Callable
 
 import click
 
+from .artifact_paths import clean_relative
 from .client import ApiError, Client, JupyterClient
-from .errors import PlatformError
+from .errors import InvalidInput, PlatformError
 
 FINAL = ("succeeded", "failed", "cancelled")
 
@@ -344,6 +345,43 @@ def runs_logs(run_id: str, follow: bool, as_json: bool) -> None:
 def runs_metrics(run_id: str, as_json: bool) -> None:
     data = client().get(f"/runs/{run_id}/metrics")
     emit(data, as_json, lambda d: table(d["items"], ["name", "step", "value", "time"]))
+
+
+@runs.command("artifacts")
+@click.argument("run_id")
+@click.option("--prefix", default=None, help="Only paths starting with this, e.g. logs/.")
+@json_option
+def runs_artifacts(run_id: str, prefix: str | None, as_json: bool) -> None:
+    """List RUN's artifact files (path, size, modification time)."""
+    data = client().artifacts(run_id, prefix)
+    emit(data, as_json, lambda d: table(
+        [{**f, "mtime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(f["mtime"]))} for f in d["items"]],
+        ["path", "size", "mtime"]))
+
+
+@runs.command("download")
+@click.argument("run_id")
+@click.argument("paths", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every artifact (with --prefix: those under it).")
+@click.option("--prefix", default=None, help="With --all: only paths starting with this.")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Folder to write into; each file keeps its relative path.")
+@json_option
+def runs_download(run_id: str, paths: tuple[str, ...], everything: bool, prefix: str | None, out_dir: Path,
+                  as_json: bool) -> None:
+    """Download RUN's artifact PATHs (or --all) into --output."""
+    if bool(paths) == everything:
+        raise InvalidInput("give artifact PATHs or --all (see `mlp runs artifacts RUN`), not both")
+    if prefix is not None and not everything:
+        raise InvalidInput("--prefix goes with --all")
+    api = client()
+    wanted = [f["path"] for f in api.artifacts(run_id, prefix)["items"]] if everything else list(paths)
+    files = []
+    for path in wanted:
+        rel = clean_relative(path)  # the local copy stays under --output whatever the answer held
+        dest = out_dir / rel
+        files.append({"path": rel, "file": str(dest), "size": api.download_artifact(run_id, path, dest)})
+    emit({"run": run_id, "files": files}, as_json, lambda d: "\n".join(f["file"] for f in d["files"]) or "(none)")
 
 
 @runs.command("cancel")

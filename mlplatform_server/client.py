@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin
 
 import httpx
 
+from .artifact_paths import artifact_url_path
 from .errors import PlatformError
 
 
@@ -68,6 +70,33 @@ class Client:
                 yield from response.iter_text()
         except httpx.HTTPError as exc:
             raise ApiError(0, f"Lost the connection to the platform API at {self.url}: {exc}") from None
+
+    # -- run artifacts -------------------------------------------------------------------------
+    def artifacts(self, run_id: str, prefix: str | None = None) -> dict[str, Any]:
+        """{"run", "prefix", "items": [{"path", "size", "mtime"}]}."""
+        return self.get(f"/runs/{quote(run_id, safe='')}/artifacts", prefix=prefix)
+
+    def download_artifact(self, run_id: str, path: str, dest: Path) -> int:
+        """Stream one artifact into ``dest`` (written beside it, then renamed); the bytes written."""
+        url = f"/runs/{quote(run_id, safe='')}/artifacts/{artifact_url_path(path)}"
+        partial = dest.with_name(f".{dest.name}.part")
+        written = 0
+        try:
+            with self._http.stream("GET", url, timeout=httpx.Timeout(60, read=600)) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _decode(response)
+                dest.parent.mkdir(parents=True, exist_ok=True)  # only once there is something to write
+                with open(partial, "wb") as fh:
+                    for chunk in response.iter_bytes():
+                        fh.write(chunk)
+                        written += len(chunk)
+            os.replace(partial, dest)
+        except httpx.HTTPError as exc:
+            raise ApiError(0, f"Lost the connection to the platform API at {self.url}: {exc}") from None
+        finally:
+            partial.unlink(missing_ok=True)
+        return written
 
     # -- deployments: revisions, rollback, scale ------------------------------------------------
     def deployment_revisions(self, name: str) -> dict[str, Any]:

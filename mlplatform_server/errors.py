@@ -65,6 +65,13 @@ class Conflict(PlatformError):
     code = "conflict"
 
 
+class NotSupported(PlatformError):
+    """Asked of a configuration that cannot answer it (e.g. artifacts kept in object storage)."""
+
+    status = 501
+    code = "not_supported"
+
+
 class BackendError(PlatformError):
     status = 502
     code = "backend_error"

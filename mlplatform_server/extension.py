@@ -223,6 +223,7 @@ class MLPlatformApp(ExtensionApp):
         )
         # TensorBoard per run (tensorboard.py), where jupyter-server-proxy is installed
         self.tensorboard_states: dict[str, dict] = {}
+        self.tensorboard_syncs: dict[str, Any] = {}  # run → tensorboard_sync.RunSync (API-synced logs)
         try:
             from .tensorboard import handlers as tensorboard_handlers
         except ImportError as exc:

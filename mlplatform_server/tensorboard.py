@@ -7,7 +7,9 @@
 - :class:`RunTensorBoardHandler` serves ``{base}mlplatform/tensorboard/<run>/``: one TensorBoard
   per run on that run's artifacts (``artifacts/logs`` when there is one), started on first use by
   jupyter-server-proxy's supervisor and proxied by it. The run is looked up through the platform
-  API with the user's own token first, so a user opens only runs they may see.
+  API with the user's own token first, so a user opens only runs they may see. The artifacts are
+  read where they lie when this server sees the platform's data directory (one machine), else
+  copied through the API with the same token into the user's cache (tensorboard_sync.py).
   ``POST {base}mlplatform/tensorboards {"run"}`` checks the same and answers the URL
   (``mlp tensorboard RUN``).
 """
@@ -27,10 +29,12 @@ from jupyter_server_proxy.handlers import SuperviseAndProxyHandler
 from tornado import web
 
 from .extension import BaseHandler, ExtensionError, MLPlatformApp
+from .tensorboard_sync import sync_run
 
 LOGDIR_ENV = "MLP_TENSORBOARD_LOGDIR"
 ENABLED_ENV = "MLP_TENSORBOARD"
 START_TIMEOUT = 120.0  # seconds: TensorBoard imports slowly on a busy machine
+FINISHED = ("succeeded", "failed", "cancelled")
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _ICON = Path(__file__).with_name("tensorboard.svg")
 
@@ -77,9 +81,11 @@ def artifacts_root(ext: MLPlatformApp) -> Path:
     return Path(ext.options.data_dir).expanduser()
 
 
-async def resolve_run_logdir(ext: MLPlatformApp, run: str) -> Path:
-    """The run's log directory, after the platform said this user may see the run.
-    Raises ``web.HTTPError`` (404 unknown run or no artifacts here, 502 platform unreachable)."""
+async def resolve_run_logdir(ext: MLPlatformApp, run: str, refresh: bool = True) -> Path:
+    """The run's log directory, after the platform said this user may see the run: on this file
+    system when the run's artifacts are here (one machine), else synced through the API into the
+    user's cache (tensorboard_sync.py; ``refresh``: an open, which syncs a running run again).
+    Raises ``web.HTTPError`` (404 unknown run or no TensorBoard files, 502 platform unreachable)."""
     if not RUN_ID.match(run):
         raise web.HTTPError(400, f"{run!r} is not a run id (letters, digits, '_', '.', '-')")
     try:
@@ -93,11 +99,14 @@ async def resolve_run_logdir(ext: MLPlatformApp, run: str) -> Path:
             message = f"the platform answered HTTP {response.code}"
         raise web.HTTPError(404 if response.code in (403, 404) else 502, message)
     artifacts = artifacts_root(ext) / "runs" / run / "artifacts"
-    if not artifacts.is_dir():
-        raise web.HTTPError(404, f"Run {run} has no artifacts on this server's file system "
-                                 f"(expected the folder {artifacts})")
-    logs = artifacts / "logs"
-    return logs if logs.is_dir() else artifacts
+    if artifacts.is_dir():
+        logs = artifacts / "logs"
+        return logs if logs.is_dir() else artifacts
+    try:
+        finished = json.loads(response.body).get("status") in FINISHED
+    except (ValueError, AttributeError):
+        finished = False
+    return await sync_run(ext, run, finished=finished, refresh=refresh)
 
 
 class RunTensorBoardHandler(SuperviseAndProxyHandler):
@@ -116,7 +125,8 @@ class RunTensorBoardHandler(SuperviseAndProxyHandler):
         run = self.path_args[0]
         if self.current_user is None:
             raise web.HTTPError(403)
-        self.logdir = await resolve_run_logdir(self.ext, run)
+        # the page itself is an open (a running run's files are synced again); its data requests are not
+        self.logdir = await resolve_run_logdir(self.ext, run, refresh=self.path_args[1] in ("", "/"))
         super().initialize(self.ext.tensorboard_states.setdefault(run, {}))
         self.name = f"tensorboard-{run}"
         self.proxy_base = f"mlplatform/tensorboard/{run}"
@@ -155,8 +165,8 @@ class RunTensorBoardHandler(SuperviseAndProxyHandler):
 
 
 class TensorBoardOpenHandler(BaseHandler):
-    """``POST {"run"}`` → ``{"run", "url"}``: the path of the run's TensorBoard, once the platform
-    said the user may see the run and its artifacts are on this server's file system."""
+    """``POST {"run"}`` → ``{"run", "url", "logdir"}``: the path of the run's TensorBoard, once the
+    platform said the user may see the run and its files are here (local, or synced now)."""
 
     @web.authenticated
     @authorized
@@ -167,7 +177,8 @@ class TensorBoardOpenHandler(BaseHandler):
         try:
             logdir = await resolve_run_logdir(self.ext, run)
         except web.HTTPError as exc:
-            error = {400: "invalid_input", 404: "not_found"}.get(exc.status_code, "platform_unreachable")
+            error = {400: "invalid_input", 404: "not_found", 501: "not_supported"}.get(exc.status_code,
+                                                                                       "platform_unreachable")
             raise ExtensionError(exc.status_code, error, exc.log_message or "") from None
         self.send_json({"run": run, "url": run_path(self.ext, run), "logdir": str(logdir)})
 

@@ -112,6 +112,10 @@ _QUERY: dict[str, list[dict[str, Any]]] = {
                       "description": "admins: another user's credentials"}],
 }
 _QUERY["/credentials/{key}"] = _QUERY["/credentials"]
+_QUERY["/runs/{run_id}/artifacts"] = [{"name": "prefix", "in": "query", "schema": {"type": "string"},
+                                       "description": "only paths starting with this, e.g. logs/"}]
+# Routes answering bytes rather than JSON on success.
+_BINARY = {"/runs/{run_id}/artifacts/{path}"}
 
 
 @lru_cache(maxsize=1)
@@ -131,7 +135,8 @@ def openapi_document() -> dict[str, Any]:
                 "tags": [route.tag],
                 "operationId": f"{method}_{route.path.strip('/').replace('/', '_').replace('{', '').replace('}', '').replace('.', '_')}",
                 "responses": {
-                    "2XX": {"description": "Success", "content": {"application/json": {}}},
+                    "2XX": {"description": "Success", "content": {
+                        "application/octet-stream" if route.path in _BINARY else "application/json": {}}},
                     "4XX": {"description": "Client error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
                 },
             }

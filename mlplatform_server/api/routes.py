@@ -38,6 +38,8 @@ ROUTES: list[Route] = [
     Route("/runs/{run_id}/cancel", runs.CancelHandler, {"post": "Cancel a pending or running run"}, "runs"),
     Route("/runs/{run_id}/replicate", runs.ReplicateHandler, {"post": "Launch the same run again"}, "runs"),
     Route("/runs/{run_id}/logs", runs.LogsHandler, {"get": "The run's log (text; ?follow=true streams)"}, "runs"),
+    Route("/runs/{run_id}/artifacts", runs.ArtifactsHandler, {"get": "The run's artifact files: path, size, mtime (?prefix=logs/)"}, "runs"),
+    Route("/runs/{run_id}/artifacts/{path}", runs.ArtifactFileHandler, {"get": "One artifact file's bytes (path relative to the artifacts, may hold '/')"}, "runs"),
     Route("/runs/{run_id}/metrics", runs.MetricsHandler, {"get": "All metric points", "post": "Record metrics (run token)"}, "runs"),
     Route("/deployments", deployments.DeploymentsHandler, {"get": "List deployments", "post": "Deploy a trained run"}, "deployments"),
     Route("/deployments/{name}", deployments.DeploymentHandler, {"get": "One deployment", "delete": "Undeploy"}, "deployments"),
@@ -54,5 +56,7 @@ PREFIX = "/api/v1"
 
 
 def tornado_pattern(path: str, base: str = "") -> str:
-    pattern = re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", re.escape(path).replace(r"\{", "{").replace(r"\}", "}"))
+    """``{name}`` matches one segment; ``{path}`` (always last) the rest of the URL, slashes included."""
+    template = re.escape(path).replace(r"\{", "{").replace(r"\}", "}")
+    pattern = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m[1]}>{'.+' if m[1] == 'path' else '[^/]+'})", template)
     return base.rstrip("/") + PREFIX + pattern + "$"

@@ -1,6 +1,9 @@
-"""Runs: submit, inspect, cancel, replicate, logs, metrics."""
+"""Runs: submit, inspect, cancel, replicate, logs, metrics, artifacts."""
 
 from __future__ import annotations
+
+import os
+from urllib.parse import quote
 
 from tornado.iostream import StreamClosedError
 
@@ -70,3 +73,36 @@ class MetricsHandler(BaseHandler):
     def post(self, run_id: str) -> None:
         count = self.platform.runs.record_metrics(self.caller, run_id, self.json_body())
         self.send({"recorded": count}, 201)
+
+
+class ArtifactsHandler(BaseHandler):
+    def get(self, run_id: str) -> None:
+        self.send(self.platform.artifacts.list(self.caller, run_id, self.get_query_argument("prefix", None)))
+
+
+class ArtifactFileHandler(BaseHandler):
+    """The file's bytes, read and sent in chunks (artifacts may be larger than memory)."""
+
+    CHUNK = 256 * 1024
+
+    async def get(self, run_id: str, path: str) -> None:
+        file = self.platform.artifacts.file(self.caller, run_id, path)
+        with open(file, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            self.set_header("Content-Type", "application/octet-stream")
+            self.set_header("Content-Length", str(size))
+            self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{quote(file.name, safe='')}")
+            sent = 0
+            try:
+                while sent < size:  # a file still growing (a running run's log) is sent as it was opened
+                    chunk = fh.read(min(self.CHUNK, size - sent))
+                    if not chunk:  # truncated meanwhile: end the response short rather than lie
+                        self.request.connection.close()
+                        return
+                    sent += len(chunk)
+                    self.write(chunk)
+                    await self.flush()
+            except StreamClosedError:
+                return
+        self.finish()
+

@@ -12,6 +12,7 @@ from ..config import PlatformConfig
 from ..hub.service_auth import HubTokenAuthenticator
 from ..store.credentials import KEY_FILE, CredentialVault
 from ..store.db import Store
+from .artifacts import ArtifactService
 from .auth import AuthService
 from .builds import BuildService
 from .credentials import CredentialService
@@ -43,6 +44,7 @@ class Platform:
                                 hub=HubTokenAuthenticator.from_env())  # run as a JupyterHub service
         self.models = ModelService(store, data_dir)
         self.runs = RunService(store, backend, config, self.models, data_dir, settings.api_url)
+        self.artifacts = ArtifactService(self.runs, backend)
         self.deployments = DeploymentService(store, backend, config, self.models, self.runs, data_dir)
         self.builds = BuildService(store, config, self.models, data_dir, backend=backend)
         if not backend.keeps_credentials:  # one machine: encrypted in the DB, key file in the data dir
