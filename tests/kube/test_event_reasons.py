@@ -7,14 +7,13 @@ Needs MLP_TEST_KUBECONFIG (set by `make test`); fails, never skips, without it.
 
 from __future__ import annotations
 
-import test_kubernetes_backend as kb
-from test_kubernetes_backend import CPU, PVC, kubeconfig, run_spec, wait_state
+from kubebackend import CPU, data_dir, namespace, run_spec, wait_state  # noqa: F401 (fixtures)
+from kubetest import PVC, kubeconfig
 
 from mlplatform_server.backends.base import RunState
 from mlplatform_server.backends.kubernetes import manifests as mf
 from mlplatform_server.backends.kubernetes.backend import KubernetesBackend
 
-namespace, data_dir = kb.namespace, kb.data_dir  # the fixtures, for this module
 
 
 async def test_pod_that_cannot_be_created_reads_as_pending_with_the_job_controllers_warning(namespace, data_dir):

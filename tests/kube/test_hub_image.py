@@ -146,7 +146,6 @@ def test_the_hub_image_runs_the_chart_config_and_spawns_a_profile_pod(namespace,
     finally:
         api.delete("/users/ann/server")
         api.close()
-        logs = hub.logs().decode()
         hub.remove(force=True)
         engine.close()
         kubectl("-n", namespace, "delete", "pods", "-l", "component=singleuser-server", "--wait=false", check=False)

@@ -26,6 +26,7 @@ from mlplatform_server.backends.kubernetes.backend import KubernetesBackend
 from mlplatform_server.backends.kubernetes.client import ApiError, KubeClient
 from mlplatform_server.errors import BackendError
 from notebooks import IRIS_ROWS, realistic_notebook
+from kubebackend import CPU, run_spec
 from kubetest import PVC, absent, claim_manifests, get_json, kubeconfig, kubectl, pod_token
 from support import wait_until
 
@@ -227,7 +228,6 @@ async def _status(backend: KubernetesBackend, ref: str, spec: Any, want: RunStat
 
 
 async def test_platform_sa_works_in_user_namespaces_and_nowhere_else(prefix, tmp_path):
-    from test_kubernetes_backend import CPU, run_spec
 
     home = f"mlp-home-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", home)
@@ -300,7 +300,6 @@ async def test_platform_sa_works_in_user_namespaces_and_nowhere_else(prefix, tmp
 
 
 async def test_missing_user_namespace_is_a_clear_error(prefix, tmp_path):
-    from test_kubernetes_backend import CPU, run_spec
 
     data_dir = tmp_path / "data"
     backend = KubernetesBackend(None, kubeconfig(), mf.ArtifactStore(pvc=PVC, root=data_dir), namespace_prefix=prefix)

@@ -13,15 +13,14 @@ import contextlib
 from typing import Any
 from urllib.parse import urlsplit
 
-import test_kubernetes_backend as kb
-from test_kubernetes_backend import CPU, GPU8, kubeconfig, kubectl, run_spec, wait_state
+from kubebackend import CPU, GPU8, backend, data_dir, namespace, run_spec, wait_state  # noqa: F401 (fixtures)
+from kubetest import kubeconfig, kubectl
 
 from mlplatform_server.backends.base import RunState
 from mlplatform_server.backends.kubernetes.cache import Informer
 from mlplatform_server.backends.kubernetes.client import KubeClient, KubeConfig
 
 SELECTOR = "app.kubernetes.io/managed-by=mlplatform"
-namespace, data_dir, backend = kb.namespace, kb.data_dir, kb.backend  # the fixtures, for this module
 
 
 def complete(job: dict[str, Any] | None) -> bool:
