@@ -81,7 +81,8 @@ def test_make_run_is_a_local_jupyterhub(local_hub):
 
         # the form: environments and sizes from the platform config; unusable sizes disabled with a reason
         page = form.text
-        assert re.search(r'<option value="python" selected>Python \(scikit-learn, numpy\)', page)
+        assert re.search(r'<option value="python" selected>Python \(scikit-learn, xgboost, pandas\)', page)
+        assert re.search(r'<option value="deep-learning">Deep learning \(PyTorch CPU, TensorBoard\)', page)
         assert re.search(r'<option value="cpu-small" selected>', page)
         assert '<option value="cpu-large">' in page
         gpu = re.search(r'<option value="gpu-1"([^>]*)>([^<]*)</option>', page)
