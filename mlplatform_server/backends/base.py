@@ -142,6 +142,9 @@ class RunStatus:
     state: RunState
     reason: str | None = None
     exit_code: int | None = None
+    # The run's workload (e.g. its Job) does not exist: deleted outside the platform, or, for a run
+    # recorded moments ago, not created yet by the replica submitting it.
+    missing: bool = False
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,11 @@ class Backend(abc.ABC):
         """References of the runs whose state may have changed since the last call, for a backend
         that watches (the reconcile loop then reads only those between full passes); None: any
         may have (e.g. nothing is watched, or a watch was rebuilt)."""
+        return None
+
+    def planned_ref(self, run_id: str, user: str) -> str | None:
+        """The reference :meth:`submit` will return for ``run_id`` of ``user``, when it is known
+        before the call (it is then recorded with the run in one transaction); None otherwise."""
         return None
 
     @abc.abstractmethod

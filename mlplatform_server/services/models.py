@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager
 
 from .. import contract
 from ..errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -20,6 +21,7 @@ from .paging import Page, paginate
 MODEL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_SOURCE_BYTES = 5 * 1024 * 1024
+VERSION_CACHE_SIZE = 256  # model versions kept loaded for submits
 
 
 def version_to_json(model: m.Model, version: m.ModelVersion, with_source: bool = False) -> dict[str, Any]:
@@ -58,6 +60,8 @@ class ModelService:
         self.store = store
         self.data_dir = Path(data_dir)
         self._written: set[tuple[str, str]] = set()  # (module path, content hash) checked on disk
+        # Versions never change but for their image (set_image): loaded ones by id, for resolve_for_run.
+        self._versions: OrderedDict[int, m.ModelVersion] = OrderedDict()
 
     # -- paths ---------------------------------------------------------------
     def module_path(self, model: str, version: str) -> Path:
@@ -90,20 +94,48 @@ class ModelService:
             return version_to_json(row.model, row, with_source=True)
 
     def resolve(self, s: Session, caller: Principal, name: str, version: str | None) -> m.ModelVersion:
-        """The version `name:version` (latest when version is None), if the caller may see it."""
-        model = self._model(s, caller, name)
-        query = select(m.ModelVersion).where(m.ModelVersion.model_id == model.id)
+        """The version `name:version` (latest when version is None), if the caller may see it.
+        One query (the version joined with its model, which ``row.model`` then holds) when it exists."""
+        caller.require_user()
+        query = (select(m.ModelVersion).join(m.ModelVersion.model).options(contains_eager(m.ModelVersion.model))
+                 .where(m.Model.name == name))
         if version is None:
             query = query.order_by(m.ModelVersion.id.desc()).limit(1)
         else:
             query = query.where(m.ModelVersion.version == version)
         row = s.execute(query).scalar_one_or_none()  # one row, not every version of the model
-        if row is not None:
+        if row is not None and caller.can_touch(row.model.owner):
             return row
+        model = self._model(s, caller, name)  # no such model, or not the caller's: NotFound
         if not model.versions:
             raise NotFound(f"Model {name!r} has no versions")
         known = ", ".join(v.version for v in model.versions)
         raise NotFound(f"Model {name!r} has no version {version!r} (versions: {known})")
+
+    def resolve_for_run(self, s: Session, caller: Principal, name: str, version: str | None) -> m.ModelVersion:
+        """:meth:`resolve` for a submit, read-only: a one-row query (the version's id and image, its
+        model's owner) and, from the second time on, the version and model loaded before (detached)."""
+        caller.require_user()
+        query = select(m.ModelVersion.id, m.ModelVersion.image, m.Model.owner).join(m.ModelVersion.model) \
+            .where(m.Model.name == name)
+        if version is None:
+            query = query.order_by(m.ModelVersion.id.desc()).limit(1)
+        else:
+            query = query.where(m.ModelVersion.version == version)
+        found = s.execute(query).first()
+        if found is None or not caller.can_touch(found.owner):
+            return self.resolve(s, caller, name, version)  # says why (NotFound)
+        cached = self._versions.get(found.id)
+        if cached is not None and cached.image == found.image:
+            self._versions.move_to_end(found.id)
+            return cached
+        row = self.resolve(s, caller, name, version)
+        s.expunge(row)  # detached now: a rollback of this session must not expire the cached copy
+        s.expunge(row.model)
+        self._versions[row.id] = row
+        if len(self._versions) > VERSION_CACHE_SIZE:
+            self._versions.popitem(last=False)
+        return row
 
     def _model(self, s: Session, caller: Principal, name: str) -> m.Model:
         caller.require_user()

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import selectinload
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import joinedload
 
 from .. import contract
 from ..backends.base import Backend, Hardware, RunSpec, RunState, RunStatus
@@ -29,12 +29,18 @@ from .paging import Page, check_fields, paginate
 # Between full reconcile passes a watching backend's changes are enough (see Backend.changed_refs);
 # a full pass still reads every unfinished run this often (timeouts, anything a watch missed).
 FULL_PASS_SECONDS = 30.0
+# A pending run whose Job is not there yet is left alone this long: with several platform replicas,
+# another one may be creating it (the run is recorded with its Job name before the create).
+SUBMIT_GRACE_SECONDS = 60.0
 
 log = logging.getLogger("mlplatform.runs")
 
 KINDS = ("train", "batch-predict")
 ACTIVE = (RunState.PENDING.value, RunState.RUNNING.value)
 METRIC_PREFIX = "MLP_METRIC "
+# What spec_for reads of a run's version and model, in the runs' own query (not the module source).
+_SPEC_COLUMNS = (joinedload(m.Run.version, innerjoin=True).load_only(m.ModelVersion.version, m.ModelVersion.model_id)
+                 .joinedload(m.ModelVersion.model, innerjoin=True).load_only(m.Model.name))
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,10 @@ class RunRequest:
         return cls(**{**body, "hyperparameters": hp})
 
 
-def run_to_json(run: m.Run, metrics: dict[str, float] | None = None) -> dict[str, Any]:
+def run_to_json(run: m.Run, metrics: dict[str, float] | None = None,
+                schedule: m.Schedule | None = None) -> dict[str, Any]:
+    """``schedule``: the run's schedule when ``run`` is not in a session (its relationship unloaded)."""
+    schedule = schedule if schedule is not None else run.schedule
     return {
         "id": run.id,
         "kind": run.kind,
@@ -92,7 +101,7 @@ def run_to_json(run: m.Run, metrics: dict[str, float] | None = None) -> dict[str
         "outputs": run.outputs,
         "timeout_seconds": run.timeout_seconds,
         "schedule_id": run.schedule_id,
-        "schedule": run.schedule.name if run.schedule is not None else None,
+        "schedule": schedule.name if schedule is not None else None,
         "metrics": metrics if metrics is not None else last_metrics(run),
         "created_at": _iso(run.created_at),
         "started_at": _iso(run.started_at),
@@ -107,6 +116,13 @@ def last_metrics(run: m.Run) -> dict[str, float]:
         if current is None or (metric.step or 0, metric.id) >= (current.step or 0, current.id):
             latest[metric.name] = metric
     return {name: metric.value for name, metric in sorted(latest.items())}
+
+
+def _age(created_at: dt.datetime | None) -> float:
+    """Seconds since ``created_at`` (naive UTC, as stored); infinite when unknown."""
+    if created_at is None:
+        return float("inf")
+    return (_now().replace(tzinfo=None) - created_at.replace(tzinfo=None)).total_seconds()
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -135,6 +151,7 @@ class RunService:
         self.api_url = api_url
         self._last_full_pass = float("-inf")
         self._unmatched_refs: set[str] = set()
+        self._submitting: set[str] = set()  # runs recorded with their reference whose submit is in flight
 
     def run_dir(self, run_id: str) -> Path:
         return self.data_dir / "runs" / run_id
@@ -151,49 +168,61 @@ class RunService:
         size = self.config.hardware_size(req.hardware)
         token = new_token() if self.backend.issues_run_tokens else None
         run_id = run_id or uuid.uuid4().hex[:16]
+        # A reference known before the call is recorded with the run: one transaction per submit.
+        planned = self.backend.planned_ref(run_id, caller.name)
         with self.store.session() as s:
-            version = self.models.resolve(s, caller, req.model, req.version)
+            version = self.models.resolve_for_run(s, caller, req.model, req.version)  # read-only
             info = stored_contract(version.module_source)
             contract.require_method(info, req.kind)
             hyperparameters = contract.coerce_hyperparameters(info.schema(), req.hyperparameters or {})
             source_run = None
             if req.kind == "batch-predict":
                 source_run = self.batch_source(s, caller, req, version)
-            run = m.Run(
-                id=run_id,
-                kind=req.kind,
-                status=RunState.PENDING.value,
-                version=version,
-                hyperparameters=hyperparameters,
-                hardware=size.to_json(),
-                environment=env_cfg.to_json(),
-                image=version.image or env_cfg.image,
-                image_digest=_digest_of(version.image),
-                git_commit=version.git_commit,
-                launched_by=caller.name,
-                backend=self.backend.name,
-                token_digest=digest(token) if token else None,
-                source_run_id=source_run.id if source_run else None,
-                replicated_from=replicated_from,
-                inputs=req.inputs,
-                outputs=req.outputs,
-                timeout_seconds=req.timeout_seconds,
-                schedule_id=schedule_id,
-            )
-            s.add(run)
-            s.flush()
+            row = {
+                "id": run_id,
+                "kind": req.kind,
+                "status": RunState.PENDING.value,
+                "version_id": version.id,
+                "hyperparameters": hyperparameters,
+                "hardware": size.to_json(),
+                "environment": env_cfg.to_json(),
+                "image": version.image or env_cfg.image,
+                "image_digest": _digest_of(version.image),
+                "git_commit": version.git_commit,
+                "launched_by": caller.name,
+                "backend": self.backend.name,
+                "backend_ref": planned,
+                "token_digest": digest(token) if token else None,
+                "source_run_id": source_run.id if source_run else None,
+                "replicated_from": replicated_from,
+                "inputs": req.inputs,
+                "outputs": req.outputs,
+                "timeout_seconds": req.timeout_seconds,
+                "schedule_id": schedule_id,
+                "created_at": m.utcnow(),
+            }
+            # Core, not the ORM's unit of work (several times the CPU for one row); ``run`` is a
+            # transient copy for the answer and the backend's spec.
+            s.connection().execute(insert(m.Run), row)
+            run = m.Run(**row, version=version)
+            schedule = s.get(m.Schedule, schedule_id) if schedule_id else None
             self.models.ensure_module_file(version)
             spec = self.spec_for(run, token)
-            answer = run_to_json(run, metrics={})  # what a GET would say: the reference is not shown
+            answer = run_to_json(run, metrics={}, schedule=schedule)  # what a GET would say (no reference)
+        if planned is not None:
+            self._submitting.add(run_id)  # the reconcile loop leaves it alone until its Job exists
         try:
             ref = await self.backend.submit(spec)
         except Exception as exc:  # the run is recorded as failed to start, never left pending
             reason = f"could not start on the {self.backend.name} backend: {exc}"
             log.warning("run %s: %s", run_id, reason)
-            self._finish(run_id, RunStatus(RunState.FAILED, reason))
+            self._finish(run_id, RunStatus(RunState.FAILED, reason), backend_ref=None)
             raise BackendError(f"Run {run_id} {reason}", run_id=run_id) from None
-        with self.store.session() as s:
-            s.execute(update(m.Run).where(m.Run.id == run_id).values(backend_ref=ref))
+        finally:
+            self._submitting.discard(run_id)
+        if ref != planned:
+            with self.store.session() as s:
+                s.execute(update(m.Run).where(m.Run.id == run_id).values(backend_ref=ref))
         return answer
 
     def batch_source(self, s, caller: Principal, req: RunRequest, version: m.ModelVersion) -> m.Run:
@@ -372,19 +401,26 @@ class RunService:
             query = query.where(m.Run.backend_ref.in_(refs))
         with self.store.session() as s:
             runs = s.execute(
-                query.options(selectinload(m.Run.version).selectinload(m.ModelVersion.model))
+                query.options(_SPEC_COLUMNS)
             ).scalars().all()
             if not full:
                 self._unmatched_refs = refs - {r.backend_ref for r in runs}
-            work = [(r.id, r.backend_ref, self.spec_for(r), r.status, r.started_at, r.timeout_seconds, r.reason)
-                    for r in runs]
-        for run_id, ref, spec, recorded, started_at, timeout, recorded_reason in work:
+            work = [(r.id, r.backend_ref, self.spec_for(r), r.status, r.started_at, r.timeout_seconds, r.reason,
+                     r.created_at) for r in runs]
+        for run_id, ref, spec, recorded, started_at, timeout, recorded_reason, created_at in work:
             if ref is None:
                 continue  # submit in flight
+            if run_id in self._submitting:  # recorded with its reference, its Job not created yet
+                self._unmatched_refs.add(ref)  # looked at again next time
+                continue
             try:
                 status = await self.backend.status(ref, spec)
             except Exception:  # a backend hiccup is not a run failure
                 log.exception("status of run %s", run_id)
+                continue
+            if status.missing and recorded == RunState.PENDING.value and _age(created_at) < SUBMIT_GRACE_SECONDS:
+                # Recorded with its reference before the create: another replica may be creating it.
+                self._unmatched_refs.add(ref)
                 continue
             if (
                 timeout
@@ -411,14 +447,15 @@ class RunService:
                         .values(status=RunState.RUNNING.value, started_at=_now(), reason=status.reason)
                     )
 
-    def _finish(self, run_id: str, status: RunStatus) -> bool:
-        """Record a final state once; a run already final is never changed."""
+    def _finish(self, run_id: str, status: RunStatus, **values: Any) -> bool:
+        """Record a final state once (and ``values``); a run already final is never changed."""
         now = _now()
         with self.store.session() as s:
             result = s.execute(
                 update(m.Run)
                 .where(m.Run.id == run_id, m.Run.status.in_(ACTIVE))
-                .values(status=status.state.value, reason=status.reason, finished_at=now, token_digest=None)
+                .values(status=status.state.value, reason=status.reason, finished_at=now, token_digest=None,
+                        **values)
             )
             run = s.get(m.Run, run_id)
             if result.rowcount and run is not None and run.started_at is None:

@@ -274,6 +274,14 @@ class KubernetesBackend(Backend):
         return await self.identity.job_of(token)
 
     # -- runs ----------------------------------------------------------------
+    def planned_ref(self, run_id: str, user: str) -> str | None:
+        """The Job's name is derived from the run id (manifests.job_name), so it is known before the call."""
+        try:
+            namespace = self.namespace_for(user)
+        except BackendError:  # submit says why
+            return None
+        return self._ref(namespace, mf.job_name(run_id))
+
     async def submit(self, spec: RunSpec) -> str:
         job = self.job_manifest(spec)
         name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
@@ -295,7 +303,7 @@ class KubernetesBackend(Backend):
         if job is None:
             if result is not None:
                 return result
-            return RunStatus(RunState.FAILED, "the run's Job was deleted outside the platform")
+            return RunStatus(RunState.FAILED, "the run's Job was deleted outside the platform", missing=True)
         conditions = _conditions(job)
         done = conditions.get("Complete") or conditions.get("SuccessCriteriaMet")
         failed = conditions.get("Failed") or conditions.get("FailureTarget")
