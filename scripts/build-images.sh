@@ -12,7 +12,8 @@
 # final images the project's sources), so an image that exists is reused and only changed inputs
 # rebuild; a code change rebuilds only the thin wheel layers.
 # Writes MLP_TEST_IMAGE (python) and MLP_TEST_IMAGE_{DEEP_LEARNING,GPU,HUB} into .testenv/env.sh.
-# `scripts/build-images.sh prune` removes other (older) tags of these images that no container uses.
+# `scripts/build-images.sh prune` removes other (older) tags of these images that no container uses
+# (it keeps every image :latest points at, the *-deps ones included).
 # MLP_IMAGES="python hub" builds only those final images (default: all four).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -157,6 +158,7 @@ deps_image() {  # name dir from
   local name=$1 dir=$2 from=$3
   IMAGE="$REPO/$name:$( { echo "$from"; hash_files "images/$dir"; } | short_hash )"
   podman image exists "$IMAGE" || podman_build "$IMAGE" "$from" "$ROOT/images/$dir"
+  podman tag "$IMAGE" "$REPO/$name:latest"   # so that `prune` keeps the current one
 }
 
 WHEEL_DIR=""
