@@ -9,7 +9,6 @@ Neither values nor their lengths are ever logged or answered; only key names and
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import re
 from typing import Any
@@ -61,10 +60,6 @@ def _type_name(value: Any) -> str:
                                          dict: "an object"}.get(type(value), type(value).__name__)
 
 
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
 class CredentialService:
     def __init__(self, store: Store, backend: Backend) -> None:
         self.store = store
@@ -84,7 +79,7 @@ class CredentialService:
     async def list(self, caller: Principal, user: str | None = None) -> dict[str, Any]:
         owner = self.owner(caller, user)
         keys = await self.backend.credential_keys(owner)
-        return {"user": owner, "items": [{"key": k, "updated_at": _iso(t)} for k, t in sorted(keys.items())]}
+        return {"user": owner, "items": [{"key": k, "updated_at": m.iso(t)} for k, t in sorted(keys.items())]}
 
     async def put(self, caller: Principal, key: Any, value: Any, user: str | None = None) -> dict[str, Any]:
         owner = self.owner(caller, user)
@@ -96,7 +91,7 @@ class CredentialService:
                                f"({MAX_PER_USER}); delete one first")
         updated = await self.backend.put_credential(owner, key, value)
         log.info("credential %s of %s %s by %s", key, owner, "replaced" if key in existing else "set", caller.name)
-        return {"user": owner, "key": key, "updated_at": _iso(updated), "created": key not in existing}
+        return {"user": owner, "key": key, "updated_at": m.iso(updated), "created": key not in existing}
 
     async def delete(self, caller: Principal, key: Any, user: str | None = None) -> None:
         owner = self.owner(caller, user)

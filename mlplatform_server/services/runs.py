@@ -103,9 +103,9 @@ def run_to_json(run: m.Run, metrics: dict[str, float] | None = None,
         "schedule_id": run.schedule_id,
         "schedule": schedule.name if schedule is not None else None,
         "metrics": metrics if metrics is not None else last_metrics(run),
-        "created_at": _iso(run.created_at),
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
+        "created_at": m.iso(run.created_at),
+        "started_at": m.iso(run.started_at),
+        "finished_at": m.iso(run.finished_at),
     }
 
 
@@ -123,10 +123,6 @@ def _age(created_at: dt.datetime | None) -> float:
     if created_at is None:
         return float("inf")
     return (_now().replace(tzinfo=None) - created_at.replace(tzinfo=None)).total_seconds()
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value else None
 
 
 def _now() -> dt.datetime:
@@ -363,7 +359,7 @@ class RunService:
         with self.store.session() as s:
             run = self.find(s, caller, run_id)
             return [
-                {"name": x.name, "step": x.step, "value": x.value, "time": _iso(x.time)}
+                {"name": x.name, "step": x.step, "value": x.value, "time": m.iso(x.time)}
                 for x in run.metrics
                 if name is None or x.name == name
             ]

@@ -86,10 +86,6 @@ class ScheduleRequest:
         return cls(**{**body, "starting_deadline_seconds": deadline, "suspended": suspended})
 
 
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -123,12 +119,12 @@ class ScheduleService:
             "suspended": sc.suspended,
             "backend": sc.backend,
             "backend_ref": sc.backend_ref,
-            "next_fire_at": _iso(self._next_fire(sc, now or _now())),
-            "last_fired_at": _iso(sc.last_fired_at),
+            "next_fire_at": m.iso(self._next_fire(sc, now or _now())),
+            "last_fired_at": m.iso(sc.last_fired_at),
             "last_run_id": sc.last_run_id,
             "last_error": sc.last_error,
-            "created_at": _iso(sc.created_at),
-            "updated_at": _iso(sc.updated_at),
+            "created_at": m.iso(sc.created_at),
+            "updated_at": m.iso(sc.updated_at),
         }
 
     def _next_fire(self, sc: m.Schedule, now: dt.datetime) -> dt.datetime | None:

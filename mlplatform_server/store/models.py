@@ -25,6 +25,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def iso(value: dt.datetime | None) -> str | None:
+    """A stored time as the API shows it (ISO 8601), or None."""
+    return value.isoformat() if value else None
+
+
 class UTCDateTime(TypeDecorator):
     """Timezone-aware UTC datetimes on every database (SQLite drops the zone)."""
 
