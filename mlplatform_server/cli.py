@@ -6,6 +6,7 @@ Every command takes --json. Failures print one line to stderr and exit non-zero.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -15,7 +16,8 @@ from typing import Any, Callable
 import click
 
 from .artifact_paths import clean_relative
-from .client import ApiError, Client, JupyterClient
+from . import __version__
+from .client import DEFAULT_URL, ApiError, Client, JupyterClient
 from .errors import InvalidInput, PlatformError
 
 FINAL = ("succeeded", "failed", "cancelled")
@@ -116,6 +118,14 @@ class Group(click.Group):
             ctx.exit(1)
         except OSError as exc:
             click.echo(f"error: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "), err=True)
+            ctx.exit(1)
+        except (KeyError, IndexError, TypeError) as exc:
+            # An answer without what this CLI reads: another version of the platform, or not the platform.
+            if os.environ.get("MLP_DEBUG"):
+                raise
+            click.echo(f"error: unexpected answer from the platform API at {os.environ.get('MLP_URL') or DEFAULT_URL} "
+                       f"({type(exc).__name__}: {exc}); is it an mlplatform server of this version "
+                       f"({__version__})? MLP_DEBUG=1 shows the traceback", err=True)
             ctx.exit(1)
 
 

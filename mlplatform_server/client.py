@@ -13,6 +13,8 @@ import httpx
 from .artifact_paths import artifact_url_path
 from .errors import PlatformError
 
+DEFAULT_URL = "http://127.0.0.1:8000"  # `mlp server`'s default address
+
 
 class ApiError(PlatformError):
     """An error answer from the API, carrying its status and readable message."""
@@ -25,7 +27,7 @@ class ApiError(PlatformError):
 
 class Client:
     def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 60.0) -> None:
-        self.url = (url or os.environ.get("MLP_URL") or "http://127.0.0.1:8000").rstrip("/")
+        self.url = (url or os.environ.get("MLP_URL") or DEFAULT_URL).rstrip("/")
         self.token = token if token is not None else os.environ.get("MLP_TOKEN", "")
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._http = httpx.Client(base_url=self.url + "/api/v1", headers=headers, timeout=timeout)
