@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 
@@ -143,3 +145,42 @@ def stop_stray_processes(tmp_path: Path) -> None:
             os.killpg(pid, signal.SIGKILL)
         except OSError:
             pass
+
+
+@contextmanager
+def jupyter_server(root: Path, env: dict[str, str], log_path: Path, token_prefix: str = "tok") -> Iterator[tuple[str, str]]:
+    """A real `jupyter server` on a free port, rooted at ``root`` with ``env``; yields (url, token)
+    once it answers, and stops its process group afterwards."""
+    port, token = free_port(), f"{token_prefix}-{os.urandom(8).hex()}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("jupyter")), "server", "--no-browser", "--ip=127.0.0.1",
+             f"--port={port}", "--port-retries=0", f"--IdentityProvider.token={token}",
+             f"--ServerApp.root_dir={root}", "--allow-root"],
+            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        def answers() -> bool:
+            assert proc.poll() is None, log_path.read_text()
+            try:
+                return httpx.get(url + "api/status", params={"token": token}, timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(f"jupyter server on {url}", answers, timeout=120)
+        yield url, token
+    finally:
+        stop_process_group(proc, timeout=30)
+
+
+def train_through_lab(http: Any, path: str = "model.py", name: str = "tb", timeout: float = 120) -> dict[str, Any]:
+    """Save ``path`` (in the Jupyter server's root) as model ``name`` and train it through the Lab
+    extension's routes (``http``: a client on the server's base URL); the finished run."""
+    saved = http.post("mlplatform/models", json={"path": path, "name": name})
+    assert saved.status_code == 201, saved.text
+    run = http.post("mlplatform/api/runs", json={"model": name, "kind": "train"})
+    assert run.status_code == 201, run.text
+    run_id = run.json()["id"]
+    return wait_until(f"run {run_id} to finish",
+                      lambda: (body := http.get(f"mlplatform/api/runs/{run_id}").json())["status"]
+                      in ("succeeded", "failed", "cancelled") and body, timeout=timeout)

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support import free_port, stop_process_group
+from support import jupyter_server, train_through_lab
 
 MODEL = '''
 import time
@@ -45,7 +45,6 @@ MLP = str(Path(sys.executable).with_name("mlp"))
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[dict]:
-    port, token = free_port(), "tb-" + os.urandom(8).hex()
     root = tmp_path / "root"
     (root / "logs" / "mine").mkdir(parents=True)
     (root / "model.py").write_text(MODEL)
@@ -53,26 +52,8 @@ def lab(tmp_path: Path) -> Iterator[dict]:
     env.update({"MLP_DATA_DIR": str(tmp_path / "data"), "MLP_BACKEND": "process", "MLP_TENSORBOARD": "1",
                 "MLP_TENSORBOARD_LOGDIR": str(root / "logs")})
     log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("jupyter")), "server", "--no-browser", "--ip=127.0.0.1",
-             f"--port={port}", "--port-retries=0", f"--IdentityProvider.token={token}",
-             f"--ServerApp.root_dir={root}", "--allow-root"],
-            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(url + "api/status", params={"token": token}, timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, log_path.read_text()
-            time.sleep(0.3)
+    with jupyter_server(root, env, log_path, "tb") as (url, token):
         yield {"url": url, "token": token, "root": root, "log": log_path}
-    finally:
-        stop_process_group(proc, timeout=30)
 
 
 def _client(lab: dict) -> httpx.Client:
@@ -80,19 +61,9 @@ def _client(lab: dict) -> httpx.Client:
 
 
 def _trained_run(http: httpx.Client) -> str:
-    saved = http.post("mlplatform/models", json={"path": "model.py", "name": "tb"})
-    assert saved.status_code == 201, saved.text
-    run = http.post("mlplatform/api/runs", json={"model": "tb", "kind": "train"})
-    assert run.status_code == 201, run.text
-    run_id = run.json()["id"]
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        body = http.get(f"mlplatform/api/runs/{run_id}").json()
-        if body["status"] in ("succeeded", "failed", "cancelled"):
-            break
-        time.sleep(0.5)
+    body = train_through_lab(http)
     assert body["status"] == "succeeded", body
-    return run_id
+    return body["id"]
 
 
 def test_run_tensorboard_and_cli(lab):

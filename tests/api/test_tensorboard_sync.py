@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from support import free_port, stop_process_group, wait_until
+from support import jupyter_server, wait_until
 
 MODEL = '''
 import os
@@ -73,33 +70,14 @@ def users(mlp_server) -> dict[str, str]:
 @pytest.fixture
 def remote_lab(mlp_server, users, tmp_path: Path) -> Iterator[dict]:
     """Alice's Jupyter server: the platform is `mlp_server`, reached only through its URL."""
-    port, token = free_port(), "tbs-" + os.urandom(8).hex()
     root = tmp_path / "root"
     root.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLP_", "JUPYTERHUB_"))}
     env.update({"MLP_URL": mlp_server.url, "MLP_TOKEN": users["alice"], "MLP_DATA_DIR": str(tmp_path / "lab-data"),
                 "XDG_CACHE_HOME": str(tmp_path / "cache")})
     log_path = tmp_path / "lab.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("jupyter")), "server", "--no-browser", "--ip=127.0.0.1",
-             f"--port={port}", "--port-retries=0", f"--IdentityProvider.token={token}",
-             f"--ServerApp.root_dir={root}", "--allow-root"],
-            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(url + "api/status", params={"token": token}, timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, log_path.read_text()
-            time.sleep(0.3)
+    with jupyter_server(root, env, log_path, "tbs") as (url, token):
         yield {"url": url, "token": token, "log": log_path, "cache": tmp_path / "cache"}
-    finally:
-        stop_process_group(proc, timeout=30)
 
 
 def _train(client: httpx.Client, model: str, hyperparameters: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from mlplatform_server.hub.local import gpu_count
-from support import free_port, pids_with_env, stop_process_group
+from support import free_port, pids_with_env, stop_process_group, train_through_lab
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -147,16 +147,9 @@ def test_make_run_is_a_local_jupyterhub(local_hub):
     user_api = f"{hub}/user/ann/"
     with httpx.Client(base_url=user_api, timeout=120,
                       headers={"Authorization": f"token {server_env['JUPYTERHUB_API_TOKEN']}"}) as http:
-        saved = http.post("mlplatform/models", json={"path": "model.py", "name": "tb"})
-        assert saved.status_code == 201, saved.text
-        run = http.post("mlplatform/api/runs", json={"model": "tb", "kind": "train"})
-        assert run.status_code == 201, run.text
-        run_id = run.json()["id"]
-        deadline = time.time() + 120
-        while (body := http.get(f"mlplatform/api/runs/{run_id}").json())["status"] not in ("succeeded", "failed"):
-            assert time.time() < deadline, body
-            time.sleep(0.5)
+        body = train_through_lab(http)
         assert body["status"] == "succeeded" and body["launched_by"] == "ann", body
+        run_id = body["id"]
     board = subprocess.run([str(Path(sys.executable).with_name("mlp")), "tensorboard", run_id, "--json"],
                            capture_output=True, text=True, timeout=200, env=server_env)
     assert board.returncode == 0, board.stderr
