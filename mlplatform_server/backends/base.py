@@ -164,6 +164,12 @@ class Backend(abc.ABC):
     # the platform issues no run token and none is passed in RunSpec.env.
     issues_run_tokens: bool = True
 
+    @property
+    def artifacts_on_volume(self) -> bool:
+        """Whether runs' artifacts live in the platform's data directory (readable by the API);
+        False when they go to object storage."""
+        return True
+
     async def authenticate_workload(self, token: str) -> str | None:
         """The reference (as :meth:`submit` returned it) of the run whose workload presented
         ``token``, a credential the backend gave the run's pods; None if it is not one."""

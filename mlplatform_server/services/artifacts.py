@@ -33,8 +33,7 @@ class ArtifactService:
         caller.require_user()
         with self.runs.store.session() as s:
             self.runs.find(s, caller, run_id)
-        store = getattr(self.backend, "artifacts", None)
-        if getattr(store, "uri", None):
+        if not self.backend.artifacts_on_volume:
             raise NotSupported("This platform keeps run artifacts in object storage (--artifacts-uri); the API "
                                "serves only artifacts on its data volume (--pvc). Read them from the bucket.")
         return self.runs.run_dir(run_id) / "artifacts"

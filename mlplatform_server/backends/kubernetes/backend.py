@@ -144,6 +144,10 @@ class KubernetesBackend(Backend):
     name = "kubernetes"
     issues_run_tokens = False  # pods report with a projected service-account token instead
 
+    @property
+    def artifacts_on_volume(self) -> bool:
+        return not self.artifacts.uri
+
     def __init__(
         self,
         namespace: str | None,
