@@ -181,6 +181,11 @@ class Backend(abc.ABC):
         may have (e.g. nothing is watched, or a watch was rebuilt)."""
         return None
 
+    def check_hardware(self, hardware: Hardware) -> None:
+        """Raise :class:`~mlplatform_server.errors.InvalidInput` when this backend can never give
+        ``hardware`` (GPUs on a machine without any); called before a run or deployment is recorded.
+        Kubernetes checks nothing here: a size no node can hold is reported by the pod's status."""
+
     def planned_ref(self, run_id: str, user: str) -> str | None:
         """The reference :meth:`submit` will return for ``run_id`` of ``user``, when it is known
         before the call (it is then recorded with the run in one transaction); None otherwise."""

@@ -66,7 +66,7 @@ import docker
 import docker.errors
 import docker.types
 
-from ..errors import BackendError
+from ..errors import BackendError, InvalidInput
 from .base import Backend, DeploymentSpec, DeploymentStatus, Hardware, RunSpec, RunState, RunStatus
 from .common import append_text, free_port, ping, read_result, read_text
 
@@ -162,6 +162,10 @@ class DockerBackend(Backend):
             self._gpu_runtime = any("nvidia" in name for name in runtimes)
         return self._gpu_runtime or os.path.exists("/dev/nvidiactl")
 
+    def check_hardware(self, hardware: Hardware) -> None:
+        if hardware.gpus > 0 and not self._has_gpus():
+            raise InvalidInput(_no_gpu_message(hardware))
+
     def _resources(self, hardware: Hardware) -> dict[str, Any]:
         resources: dict[str, Any] = {}
         if hardware.cpu and hardware.cpu > 0:
@@ -171,11 +175,7 @@ class DockerBackend(Backend):
             resources["memswap_limit"] = hardware.memory_bytes
         if hardware.gpus > 0:
             if not self._has_gpus():
-                plural = "GPU" if hardware.gpus == 1 else "GPUs"
-                raise BackendError(
-                    f"hardware size {hardware.name} asks for {hardware.gpus} {plural} but this machine has none "
-                    "(the container engine reports no nvidia runtime and /dev/nvidiactl does not exist)"
-                )
+                raise BackendError(_no_gpu_message(hardware))
             resources["device_requests"] = [
                 docker.types.DeviceRequest(count=hardware.gpus, capabilities=[["gpu"]])
             ]
@@ -630,3 +630,9 @@ def _explanation(exc: Exception) -> str:
     if isinstance(exc, docker.errors.APIError):
         return str(exc.explanation or exc)
     return str(exc)
+
+
+def _no_gpu_message(hardware: Hardware) -> str:
+    plural = "GPU" if hardware.gpus == 1 else "GPUs"
+    return (f"hardware size {hardware.name} asks for {hardware.gpus} {plural} but this machine has none "
+            "(the container engine reports no nvidia runtime and /dev/nvidiactl does not exist)")

@@ -5,6 +5,13 @@ Processes run in their own session, so they outlive a crash of the server. The
 reference stored with a run is ``pid:starttime`` (from /proc, so a reused pid is
 never mistaken for the run). The true final state is the runtime's result file;
 a process that vanished without one failed.
+
+GPUs: a size with ``gpus: N`` gets N of this machine's GPUs (``nvidia-smi -L``) through
+``CUDA_VISIBLE_DEVICES`` (by UUID), the least used first, so two one-GPU runs on a two-GPU machine
+get one each; a size without GPUs sees none (``CUDA_VISIBLE_DEVICES=""``), as in a container or a
+pod. Nothing is queued: when every GPU is in use, GPUs are shared (after a server restart the
+platform no longer knows which GPUs its running processes hold). A size asking for more GPUs than
+the machine has is refused before anything is recorded.
 """
 
 from __future__ import annotations
@@ -15,9 +22,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from collections import Counter
 from pathlib import Path
 
-from .base import Backend, DeploymentSpec, DeploymentStatus, RunSpec, RunState, RunStatus
+from ..errors import InvalidInput
+from ..gpus import machine_gpus, shortage
+from .base import Backend, DeploymentSpec, DeploymentStatus, Hardware, RunSpec, RunState, RunStatus
 from .common import free_port, ping, read_result
 
 # Never hand the platform's own credentials to user code.
@@ -54,6 +64,7 @@ class ProcessBackend(Backend):
         self.host = host
         self.stop_grace = stop_grace
         self._children: dict[int, subprocess.Popen] = {}
+        self._gpu_holders: dict[str, tuple[str, ...]] = {}  # reference → UUIDs of the GPUs it was given
 
     # -- helpers -------------------------------------------------------------
     def _environ(self, extra: dict[str, str]) -> dict[str, str]:
@@ -63,6 +74,29 @@ class ProcessBackend(Backend):
         package_root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         return env
+
+    def check_hardware(self, hardware: Hardware) -> None:
+        why = shortage(hardware.name, hardware.gpus, len(machine_gpus()))
+        if why:
+            raise InvalidInput(why)
+
+    def _assign_gpus(self, hardware: Hardware) -> tuple[str, ...]:
+        """The UUIDs of the ``hardware.gpus`` least used GPUs (lowest index first among equals)."""
+        if hardware.gpus <= 0:
+            return ()
+        self.check_hardware(hardware)
+        self._gpu_holders = {ref: held for ref, held in self._gpu_holders.items() if _alive(ref)}
+        in_use = Counter(uuid for held in self._gpu_holders.values() for uuid in held)
+        ranked = sorted(machine_gpus(), key=lambda gpu: (in_use[gpu.uuid], gpu.index))
+        return tuple(gpu.uuid for gpu in ranked[: hardware.gpus])
+
+    def _spawn_on(self, hardware: Hardware, args: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> str:
+        """:meth:`_spawn` with ``hardware``'s GPUs, and only those, visible to the process."""
+        gpus = self._assign_gpus(hardware)
+        ref = self._spawn(args, {**env, "CUDA_VISIBLE_DEVICES": ",".join(gpus)}, log_path, cwd)
+        if gpus:
+            self._gpu_holders[ref] = gpus
+        return ref
 
     def _spawn(self, args: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> str:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +149,7 @@ class ProcessBackend(Backend):
         if spec.outputs is not None:
             spec.outputs.parent.mkdir(parents=True, exist_ok=True)
         env = (await self.with_credentials(spec)).env  # the user's credentials as environment variables
-        return self._spawn([spec.action], env, spec.run_dir / "logs.txt", spec.run_dir)
+        return self._spawn_on(spec.hardware, [spec.action], env, spec.run_dir / "logs.txt", spec.run_dir)
 
     async def status(self, ref: str, spec: RunSpec) -> RunStatus:
         pid, _, _ = _parse_ref(ref)
@@ -171,7 +205,7 @@ class ProcessBackend(Backend):
             "MLP_HOST": self.host,
             "MLP_WORKERS": str(spec.replicas),
         }
-        ref = self._spawn(["serve"], env, deploy_dir / "logs.txt", deploy_dir)
+        ref = self._spawn_on(spec.hardware, ["serve"], env, deploy_dir / "logs.txt", deploy_dir)
         return f"{ref}:{port}"
 
     async def deployment_status(self, ref: str, spec: DeploymentSpec) -> DeploymentStatus:

@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import html
 import os
-import shutil
-import subprocess
 import sys
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +27,13 @@ from traitlets import Bool, Unicode, default
 from ..backends.base import parse_quantity
 from ..config import Environment, HardwareSize, PlatformConfig
 from ..errors import ConfigError
+from ..gpus import NO_GPU_REASON, machine_gpus
 from .profiles import PROFILE_SLUG, check_user_options, default_size_name, size_allowed, spawner_groups
 
-NO_GPU_REASON = "no NVIDIA GPU on this machine (nvidia-smi not found or failing)"
 
-
-@lru_cache(maxsize=1)
 def gpu_count() -> int:
     """GPUs that ``nvidia-smi -L`` lists (0 without the tool)."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return 0
-    try:
-        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=15, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+    return len(machine_gpus())
 
 
 def unavailable_reason(size: HardwareSize, groups: set[str], gpus: int) -> str | None:
@@ -154,7 +142,9 @@ class LocalPlatformSpawner(SimpleLocalProcessSpawner):
         if choice is not None:
             environment, size = choice
             env.update({"MLP_ENVIRONMENT": environment.name, "MLP_HARDWARE": size.name,
-                        "MLP_TENSORBOARD": "1" if environment.tensorboard else "0"})
+                        "MLP_TENSORBOARD": "1" if environment.tensorboard else "0",
+                        # the size's GPUs and no others, as in a pod (not exclusive between users here)
+                        "CUDA_VISIBLE_DEVICES": ",".join(gpu.uuid for gpu in machine_gpus()[: size.gpus or 0])})
             if self.container_engine:
                 env["MLP_IMAGE"] = environment.image
         if self.platform_url:

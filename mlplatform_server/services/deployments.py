@@ -216,6 +216,7 @@ class DeploymentService:
         self._check_scaling(name, req.replicas, req.autoscale)
         env_cfg = self.config.environment(req.environment)
         size = self.config.hardware_size(req.hardware)
+        self.backend.check_hardware(size.to_hardware())
         with self.store.session() as s:
             run = self.runs.find(s, caller, req.run_id)
             version = run.version if req.version is None else self.models.resolve(s, caller, req.model, req.version)

@@ -162,6 +162,7 @@ class RunService:
             raise InvalidInput(f"Unknown run kind {req.kind!r}: expected one of {', '.join(KINDS)}")
         env_cfg = self.config.environment(req.environment)
         size = self.config.hardware_size(req.hardware)
+        self.backend.check_hardware(size.to_hardware())
         token = new_token() if self.backend.issues_run_tokens else None
         run_id = run_id or uuid.uuid4().hex[:16]
         # A reference known before the call is recorded with the run: one transaction per submit.

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from mlplatform_server.backends.base import DeploymentSpec, Hardware, RunSpec, RunState
-from mlplatform_server.errors import BackendError
+from mlplatform_server.errors import BackendError, InvalidInput
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(120)]
 
@@ -406,6 +406,8 @@ async def test_refusals_before_anything_runs(backend, engine, test_image, test_u
     if backend._has_gpus():
         pytest.skip("this machine has a GPU: the refusal cannot be shown")  # never in CI
     gpu = run_spec(tmp_path, test_image, test_user, module, hardware=Hardware(name="gpu-1", cpu=1, memory="1Gi", gpus=1))
+    with pytest.raises(InvalidInput, match="hardware size gpu-1 asks for 1 GPU but this machine has none"):
+        backend.check_hardware(gpu.hardware)  # what the API asks before recording the run: a 400
     with pytest.raises(BackendError, match="hardware size gpu-1 asks for 1 GPU but this machine has none"):
         await backend.submit(gpu)
 
