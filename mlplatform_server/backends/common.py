@@ -1,4 +1,5 @@
-"""Helpers every backend shares: the runtime's result file, run files, a free port, a /ping probe."""
+"""Helpers every backend shares: the runtime's result file, run files, a free port, a /ping probe,
+the rendezvous environment of a distributed run."""
 
 from __future__ import annotations
 
@@ -7,7 +8,30 @@ import socket
 import urllib.request
 from pathlib import Path
 
-from .base import RunState, RunStatus
+from ..errors import InvalidInput
+from .base import Hardware, RunState, RunStatus
+
+
+def refuse_several_nodes(hardware: Hardware, backend: str) -> None:
+    """One machine cannot give a size that spans several nodes."""
+    if hardware.nodes > 1:
+        raise InvalidInput(f"hardware size {hardware.name} spans {hardware.nodes} nodes, but the {backend} "
+                           "backend runs on one machine: multi-node training needs the kubernetes backend")
+
+
+def rendezvous_env(hardware: Hardware, master_addr: str, master_port: int) -> dict[str, str]:
+    """The torchrun rendezvous environment of a run on ``hardware`` (one process per GPU, at least
+    one per node; see runtime/distributed.py), without ``NODE_RANK`` when it spans several nodes
+    (each node's own); empty when the run is one process."""
+    per_node = max(hardware.gpus, 1)
+    nodes = max(hardware.nodes, 1)
+    if nodes * per_node <= 1:
+        return {}
+    env = {"MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port), "WORLD_SIZE": str(nodes * per_node),
+           "NNODES": str(nodes), "NPROC_PER_NODE": str(per_node)}
+    if nodes == 1:
+        env["NODE_RANK"] = "0"
+    return env
 
 
 def read_result(path: Path) -> RunStatus | None:

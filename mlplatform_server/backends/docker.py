@@ -68,7 +68,7 @@ import docker.types
 
 from ..errors import BackendError, InvalidInput
 from .base import Backend, DeploymentSpec, DeploymentStatus, Hardware, RunSpec, RunState, RunStatus
-from .common import append_text, free_port, ping, read_result, read_text
+from .common import append_text, free_port, ping, read_result, read_text, refuse_several_nodes, rendezvous_env
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,7 @@ class DockerBackend(Backend):
         return self._gpu_runtime or os.path.exists("/dev/nvidiactl")
 
     def check_hardware(self, hardware: Hardware) -> None:
+        refuse_several_nodes(hardware, self.name)
         if hardware.gpus > 0 and not self._has_gpus():
             raise InvalidInput(_no_gpu_message(hardware))
 
@@ -362,6 +363,7 @@ class DockerBackend(Backend):
             outputs.parent.mkdir(parents=True, exist_ok=True)
             mounts.add(outputs.parent, OUTPUT_DIR, read_only=False)
         environment = self._environment(spec.env, mounts, code_in_image)
+        environment.update(rendezvous_env(spec.hardware, "127.0.0.1", free_port()))  # several GPUs: torchrun
         options: dict[str, Any] = {
             "image": image,
             "command": ["python3", "-m", "mlplatform_server.runtime", spec.action],

@@ -11,7 +11,9 @@ GPUs: a size with ``gpus: N`` gets N of this machine's GPUs (``nvidia-smi -L``) 
 get one each; a size without GPUs sees none (``CUDA_VISIBLE_DEVICES=""``), as in a container or a
 pod. Nothing is queued: when every GPU is in use, GPUs are shared (after a server restart the
 platform no longer knows which GPUs its running processes hold). A size asking for more GPUs than
-the machine has is refused before anything is recorded.
+the machine has is refused before anything is recorded. A training run on a size with several
+GPUs also gets torchrun's rendezvous environment on 127.0.0.1 (runtime/distributed.py: one
+process per GPU); a size with several nodes is refused.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 from ..errors import InvalidInput
 from ..gpus import machine_gpus, shortage
 from .base import Backend, DeploymentSpec, DeploymentStatus, Hardware, RunSpec, RunState, RunStatus
-from .common import free_port, ping, read_result
+from .common import free_port, ping, read_result, refuse_several_nodes, rendezvous_env
 
 # Never hand the platform's own credentials to user code.
 _PRIVATE_ENV = ("MLP_TOKEN", "MLP_ADMIN_TOKEN", "MLP_DB_URL", "MLP_TEST_PG_URL")
@@ -76,6 +78,7 @@ class ProcessBackend(Backend):
         return env
 
     def check_hardware(self, hardware: Hardware) -> None:
+        refuse_several_nodes(hardware, self.name)
         why = shortage(hardware.name, hardware.gpus, len(machine_gpus()))
         if why:
             raise InvalidInput(why)
@@ -90,10 +93,15 @@ class ProcessBackend(Backend):
         ranked = sorted(machine_gpus(), key=lambda gpu: (in_use[gpu.uuid], gpu.index))
         return tuple(gpu.uuid for gpu in ranked[: hardware.gpus])
 
-    def _spawn_on(self, hardware: Hardware, args: list[str], env: dict[str, str], log_path: Path, cwd: Path) -> str:
-        """:meth:`_spawn` with ``hardware``'s GPUs, and only those, visible to the process."""
+    def _spawn_on(self, hardware: Hardware, args: list[str], env: dict[str, str], log_path: Path, cwd: Path,
+                  rendezvous: bool = False) -> str:
+        """:meth:`_spawn` with ``hardware``'s GPUs, and only those, visible to the process;
+        ``rendezvous``: with torchrun's environment when the size has several GPUs (a training run)."""
         gpus = self._assign_gpus(hardware)
-        ref = self._spawn(args, {**env, "CUDA_VISIBLE_DEVICES": ",".join(gpus)}, log_path, cwd)
+        env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(gpus)}
+        if rendezvous:
+            env.update(rendezvous_env(hardware, "127.0.0.1", free_port()))
+        ref = self._spawn(args, env, log_path, cwd)
         if gpus:
             self._gpu_holders[ref] = gpus
         return ref
@@ -149,7 +157,8 @@ class ProcessBackend(Backend):
         if spec.outputs is not None:
             spec.outputs.parent.mkdir(parents=True, exist_ok=True)
         env = (await self.with_credentials(spec)).env  # the user's credentials as environment variables
-        return self._spawn_on(spec.hardware, [spec.action], env, spec.run_dir / "logs.txt", spec.run_dir)
+        return self._spawn_on(spec.hardware, [spec.action], env, spec.run_dir / "logs.txt", spec.run_dir,
+                              rendezvous=True)
 
     async def status(self, ref: str, spec: RunSpec) -> RunStatus:
         pid, _, _ = _parse_ref(ref)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 
 from ..errors import PlatformError
 from .context import (
+    ENV_VARS,
     METHODS,
     RuntimeConfig,
     build_model,
@@ -29,11 +32,20 @@ from .context import (
     one_line,
     option,
 )
+from . import distributed
 from .metrics import MetricReporter, now_iso
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 1
 EXIT_SETUP_ERROR = 2
+
+
+class WorkersFailed(Exception):
+    """A distributed run's workers failed (torchrun exited non-zero)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class _Terminated(BaseException):
@@ -80,7 +92,11 @@ def run_job(action: str, flags: Mapping[str, Any] | None = None, environ: Mappin
     raw_result = option("result_path", flags, env)
     result_path = Path(raw_result).expanduser() if raw_result else None
     run_id = option("run_id", flags, env)
-    _say(f"MLP_START action={action} run_id={run_id or '-'} pid={os.getpid()}")
+    worker = distributed.is_worker(env)
+    if worker and result_path is not None:  # the node's agent writes the run's result
+        result_path = distributed.worker_result_path(result_path, distributed.rank(env))
+    rank_note = f" rank={distributed.rank(env)}" if worker else ""
+    _say(f"MLP_START action={action} run_id={run_id or '-'} pid={os.getpid()}{rank_note}")
 
     guard = _SignalGuard(result_path)
     reporter: MetricReporter | None = None
@@ -101,15 +117,21 @@ def run_job(action: str, flags: Mapping[str, Any] | None = None, environ: Mappin
     try:
         try:
             config = RuntimeConfig.load(action, flags, env)
-            reporter = MetricReporter(config.run_id, config.url, config.token, token_file=config.token_file)
             if action == "train":
                 config.artifacts.mkdir(parents=True, exist_ok=True)
             if config.outputs is not None:
                 config.outputs.parent.mkdir(parents=True, exist_ok=True)
-            module = load_module(config.module_path)
-            model = build_model(module, config, reporter.log_metric)
-            run = method(model, method_name)
-            run()
+            plan = distributed.worker_plan(env) if action == "train" else None
+            if plan is not None:  # this node's agent: the workers run the model
+                distributed.require_torch(plan)
+                _run_agent(plan, _with_flags(env, flags), result_path)
+            else:
+                reporter = MetricReporter(config.run_id, config.url, config.token, token_file=config.token_file)
+                log_metric = reporter.log_metric if distributed.rank(env) == 0 else _drop_metric
+                module = load_module(config.module_path)
+                model = build_model(module, config, log_metric)
+                run = method(model, method_name)
+                run()
             status, reason, code = "succeeded", None, EXIT_OK
         finally:
             guard.leave_user_code()
@@ -119,6 +141,9 @@ def run_job(action: str, flags: Mapping[str, Any] | None = None, environ: Mappin
         _say(f"MLP_ERROR {reason}", sys.stderr)
     except KeyboardInterrupt:
         reason, code = "interrupted by signal SIGINT", 128 + signal.SIGINT
+        _say(f"MLP_ERROR {reason}", sys.stderr)
+    except WorkersFailed as exc:
+        reason, code = one_line(exc.reason), EXIT_USER_ERROR
         _say(f"MLP_ERROR {reason}", sys.stderr)
     except PlatformError as exc:  # configuration or contract: the run could not start
         reason, code = one_line(exc.message), EXIT_SETUP_ERROR
@@ -148,6 +173,65 @@ def run_job(action: str, flags: Mapping[str, Any] | None = None, environ: Mappin
     end = f"MLP_END status={status} exit_code={code}"
     _say(end + (f" reason={json.dumps(reason)}" if reason else ""))
     return code
+
+
+def _drop_metric(name: str, value: float, step: int | None = None) -> None:
+    """``log_metric`` of a distributed run's ranks other than 0: only rank 0 reports."""
+
+
+def _with_flags(env: Mapping[str, str], flags: Mapping[str, Any] | None) -> dict[str, str]:
+    """``env`` with the command line's options as their MLP_* variables (for the workers)."""
+    merged = dict(env)
+    for name, value in (flags or {}).items():
+        if value not in (None, "") and name in ENV_VARS:
+            merged[ENV_VARS[name]] = str(value)
+    return merged
+
+
+def _run_agent(plan: distributed.WorkerPlan, env: Mapping[str, str], result_path: Path | None) -> None:
+    """Run this node's workers (their output is this process's); WorkersFailed when one fails,
+    after the others are stopped. A SIGTERM here stops them all."""
+    _say(f"MLP_DISTRIBUTED {plan.describe()}")
+    workers = [subprocess.Popen([sys.executable, "-m", "mlplatform_server.runtime", "train"],
+                                env={**env, **plan.worker_env(local_rank)})
+               for local_rank in range(plan.nproc_per_node)]
+    try:
+        code = _first_failure_code(workers)
+    except BaseException:  # _Terminated or SIGINT
+        _stop_workers(workers)
+        raise
+    if code is not None:
+        _stop_workers(workers)
+        failed = distributed.first_failure(result_path, env) if result_path is not None else None
+        raise WorkersFailed(failed or f"a worker exited with code {code}")
+
+
+def _first_failure_code(workers: list[subprocess.Popen]) -> int | None:
+    """Wait until every worker succeeded (None) or one failed (its exit code)."""
+    running = list(workers)
+    while running:
+        for worker in list(running):
+            code = worker.poll()
+            if code is None:
+                continue
+            running.remove(worker)
+            if code != 0:
+                return code
+        time.sleep(0.1)
+    return None
+
+
+def _stop_workers(workers: list[subprocess.Popen], grace: float = 10.0) -> None:
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for worker in workers:
+        try:
+            worker.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
 
 
 class _SignalGuard:

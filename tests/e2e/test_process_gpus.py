@@ -6,11 +6,13 @@ checks is the platform's side: which GPUs it gives each process, and what it ref
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
 
 import httpx
+import yaml
 
 from notebooks import cell, notebook
 
@@ -47,6 +49,10 @@ def fake_nvidia_smi(folder: Path, listing: str, exit_code: int = 0) -> Path:
 
 
 def gpu_server(factory, platform_yaml: Path, bin_dir: Path):
+    config = yaml.safe_load(platform_yaml.read_text())
+    gpu1 = next(h for h in config["hardware"] if h["name"] == "gpu-1")
+    config["hardware"].append({**gpu1, "name": "gpu-2", "display_name": "Two GPUs", "gpus": 2})
+    platform_yaml.write_text(yaml.safe_dump(config))
     return factory(config=platform_yaml, extra_env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
 
 
@@ -72,6 +78,15 @@ def test_each_run_gets_its_own_gpu_and_cpu_sizes_see_none(mlp_server_factory, pl
         assert done["metrics"]["gpus_visible"] == 1
         logs.append(server.mlp("runs", "logs", run["id"]).stdout)
     assert {f"CUDA_VISIBLE_DEVICES='{GPU_A}'" in logs[0], f"CUDA_VISIBLE_DEVICES='{GPU_B}'" in logs[1]} == {True}, logs
+
+    # a two-GPU size is distributed training: the runtime is given torchrun's rendezvous (this
+    # Python has no PyTorch, so it stops there, saying so; tests/docker/test_distributed_training.py
+    # runs real workers)
+    ended = server.mlp("train", "visible", "--hardware", "gpu-2", "--wait", "--json", check=False)
+    two = json.loads(ended.stdout)
+    assert ended.returncode == 1
+    assert two["status"] == "failed" and "distributed training (1 node(s) × 2 process(es))" in two["reason"], two
+    assert "needs PyTorch in the environment" in two["reason"]
 
     cpu = server.mlp_json("train", "visible", "--hardware", "cpu-small", "--wait")
     assert cpu["metrics"]["gpus_visible"] == 0

@@ -284,6 +284,18 @@ def test_distributed_cpu_world_size_is_nodes():
     assert (env["WORLD_SIZE"], env["NPROC_PER_NODE"]) == ("3", "1")
 
 
+def test_one_node_with_several_gpus_runs_torchrun_inside_the_pod():
+    size = Hardware(name="gpu-4", cpu=32, memory="128Gi", gpus=4)
+    job = job_for(run_spec(size))
+    assert "completionMode" not in job["spec"] and job["spec"].get("completions", 1) == 1
+    env = {e["name"]: e.get("value") for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert {k: env[k] for k in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NNODES", "NPROC_PER_NODE", "NODE_RANK")} \
+        == {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "WORLD_SIZE": "4", "NNODES": "1",
+            "NPROC_PER_NODE": "4", "NODE_RANK": "0"}
+    one_gpu = {e["name"] for e in job_for(run_spec(GPU1))["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert not one_gpu & {"MASTER_ADDR", "WORLD_SIZE", "NPROC_PER_NODE"}  # one process: no rendezvous
+
+
 def test_batch_predict_mounts_source_artifacts_inputs_outputs():
     source = DATA / "runs" / "trainrun1" / "artifacts"
     spec = run_spec(

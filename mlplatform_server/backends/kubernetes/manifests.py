@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..base import DeploymentSpec, Hardware, RunSpec
+from ..common import rendezvous_env
 from .names import sanitize_label_value, sanitize_name
 
 __all__ = [
@@ -328,18 +329,15 @@ def _run_volumes(spec: RunSpec, artifacts: ArtifactStore) -> tuple[_Volumes, dic
 
 
 def _distributed_env(name: str, hardware: Hardware) -> list[dict[str, Any]]:
-    per_node = max(hardware.gpus, 1)
-    return [
-        {"name": "MASTER_ADDR", "value": f"{name}-0.{name}"},
-        {"name": "MASTER_PORT", "value": str(RENDEZVOUS_PORT)},
-        {"name": "WORLD_SIZE", "value": str(hardware.nodes * per_node)},
-        {"name": "NNODES", "value": str(hardware.nodes)},
-        {"name": "NPROC_PER_NODE", "value": str(per_node)},
-        {
-            "name": "NODE_RANK",
-            "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX}']"}},
-        },
-    ]
+    """torchrun's rendezvous: across the Indexed Job's pods (index 0 is the master, each pod's
+    ``NODE_RANK`` its completion index) or, for one node with several GPUs, inside the pod."""
+    multi_node = hardware.nodes > 1
+    master = f"{name}-0.{name}" if multi_node else "127.0.0.1"
+    env = _env_list(rendezvous_env(hardware, master, RENDEZVOUS_PORT))
+    if multi_node:
+        env.append({"name": "NODE_RANK",
+                    "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{COMPLETION_INDEX}']"}}})
+    return env
 
 
 def _run_token_volume(audience: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -388,8 +386,7 @@ def make_job(
     env.append({"name": TOKEN_FILE_ENV, "value": str(TOKEN_DIR / "token")})
     hardware = spec.hardware
     distributed = hardware.nodes > 1
-    if distributed:
-        env.extend(_distributed_env(name, hardware))
+    env.extend(_distributed_env(name, hardware))
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": pinned,
