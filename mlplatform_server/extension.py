@@ -45,7 +45,8 @@ from traitlets.config import Configurable
 
 NAMESPACE = "mlplatform"
 RELAY_TIMEOUT = 300.0  # seconds for an ordinary relayed request (saving builds nothing; submit is quick)
-_LOGS_PATH = re.compile(r"^runs/[^/]+/logs/?$")
+# Relayed chunk by chunk: logs (followed while a run runs) and artifact files (any size, never held in memory).
+_STREAMED_PATH = re.compile(r"^runs/[^/]+/(logs/?|artifacts/.+)$")
 
 
 # -- configuration -------------------------------------------------------------
@@ -484,13 +485,14 @@ class RelayHandler(BaseHandler):
         body = self.request.body if method in ("POST", "PUT") else None
         if method in ("POST", "PUT") and not body:
             body = b"{}"
-        if method == "GET" and _LOGS_PATH.match(path):
+        if method == "GET" and _STREAMED_PATH.match(path):
             return await self._relay_stream(path)
         request = self.ext.platform_request(method, path, query=self.request.query, body=body)
         self.relay_response(await self.ext.fetch(request))
 
     async def _relay_stream(self, path: str) -> None:
-        """Log text chunk by chunk as the platform sends it (``?follow=true`` runs until the run ends)."""
+        """The platform's answer chunk by chunk as it comes: log text (``?follow=true`` runs until the run
+        ends) or an artifact file's bytes."""
         state: dict[str, Any] = {"status": None, "ctype": None, "started": False}
 
         def on_header(line: str) -> None:
@@ -500,6 +502,8 @@ class RelayHandler(BaseHandler):
                 state["reason"] = parts[2].strip() if len(parts) > 2 else None
             elif line.lower().startswith("content-type:"):
                 state["ctype"] = line.split(":", 1)[1].strip()
+            elif line.lower().startswith("content-disposition:"):
+                state["disposition"] = line.split(":", 1)[1].strip()
 
         def on_chunk(chunk: bytes) -> None:
             if self.request.connection is None or self._finished or getattr(self, "_client_gone", False):
@@ -508,6 +512,8 @@ class RelayHandler(BaseHandler):
                 state["started"] = True
                 self.set_status(state["status"] or 200, state.get("reason"))
                 self.set_header("Content-Type", state["ctype"] or "text/plain; charset=UTF-8")
+                if state.get("disposition"):
+                    self.set_header("Content-Disposition", state["disposition"])
             self.write(chunk)
             self.flush()
 

@@ -30,6 +30,7 @@ class Model:
 
     def train(self):
         (self.artifacts / "weights.json").write_text(json.dumps(self.hyperparameters))
+        (self.artifacts / "blob.bin").write_bytes(bytes(range(256)) * 8192)  # 2 MiB
         print("training with", self.hyperparameters)
         self.log_metric("accuracy", 0.9)
 
@@ -162,7 +163,7 @@ def test_config_in_process(ext_call, ext_app):
     assert ext_app.token and ext_app.token not in json.dumps(body)
 
 
-def test_save_train_end_to_end(ext_call, ext_notebook, ext_data_dir, ext_wait_run):
+def test_save_train_end_to_end(ext_call, ext_notebook, ext_data_dir, ext_wait_run, jp_fetch, jp_asyncio_loop):
     path = ext_notebook()
 
     status, found = ext_call("POST", "inspect", body={"path": path})
@@ -204,6 +205,17 @@ def test_save_train_end_to_end(ext_call, ext_notebook, ext_data_dir, ext_wait_ru
 
     artifacts = list((ext_data_dir / "runs" / run["id"]).rglob("weights.json"))
     assert artifacts and json.loads(artifacts[0].read_text())["C"] == 0.5
+
+    # an artifact file, relayed as the platform streams it (chunked, never whole in the server's memory)
+    async def download(path: str):
+        return await jp_fetch("mlplatform", "api", "runs", run["id"], "artifacts", path, raise_error=False)
+
+    blob = jp_asyncio_loop.run_until_complete(download("blob.bin"))
+    assert blob.code == 200 and blob.body == bytes(range(256)) * 8192
+    assert blob.headers.get("Transfer-Encoding") == "chunked" and "Content-Length" not in blob.headers
+    assert blob.headers["Content-Disposition"] == "attachment; filename*=UTF-8''blob.bin"
+    missing = jp_asyncio_loop.run_until_complete(download("nope.bin"))
+    assert missing.code == 404 and json.loads(missing.body)["error"] == "not_found"
 
 
 def test_bad_hyperparameter_relays_platform_400(ext_call, ext_notebook, ext_app, jp_asyncio_loop):
