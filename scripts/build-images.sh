@@ -8,10 +8,15 @@
 #   localhost/mlplatform/hub-deps:<t>         + images/hub: KubeSpawner
 # and, on each *-deps image, the final image with the mlplatform wheel (images/runtime):
 #   localhost/mlplatform/{python,deep-learning,gpu,hub}:<t> (also :latest); platform = hub.
+# and, on the base, rootless BuildKit for the `buildkit` builder's Job (images/buildkit; binaries from
+# scripts/buildkit-build.sh, cached by version under /var/cache/mlplatform):
+#   localhost/mlplatform/buildkit:<t>         (also :latest); <t> hashes the base, images/buildkit
+#                                             and the binaries' build stamp
 # Every <t> hashes the image's inputs (the parent's tag, its directory under images/, and for the
 # final images the project's sources), so an image that exists is reused and only changed inputs
 # rebuild; a code change rebuilds only the thin wheel layers.
-# Writes MLP_TEST_IMAGE (python) and MLP_TEST_IMAGE_{DEEP_LEARNING,GPU,HUB} into .testenv/env.sh.
+# Writes MLP_TEST_IMAGE (python), MLP_TEST_IMAGE_{DEEP_LEARNING,GPU,HUB} and MLP_TEST_IMAGE_BUILDKIT
+# into .testenv/env.sh.
 # `scripts/build-images.sh prune` removes other (older) tags of these images that no container uses
 # (it keeps every image :latest points at, the *-deps ones included).
 # MLP_IMAGES="python hub" builds only those final images (default: all four).
@@ -202,12 +207,33 @@ done
 if [[ -n ${FINAL[hub]:-} ]]; then podman tag "${FINAL[hub]}" "$REPO/platform:latest"; fi
 [[ -n $WHEEL_DIR ]] && rm -rf "$WHEEL_DIR"
 
+# ------------------------------------------------------------------ buildkit image
+# After the environment images' section: nothing here changes their tags.
+buildkit_image() {
+  local bin stamp context="$TESTENV/image-buildkit"
+  stamp="$("$ROOT/scripts/buildkit-build.sh" --stamp)"
+  IMAGE="$REPO/buildkit:$( { echo "$BASE_IMAGE"; hash_files images/buildkit; echo "$stamp"; } | short_hash )"
+  if ! podman image exists "$IMAGE"; then
+    bin="$("$ROOT/scripts/buildkit-build.sh")"
+    rm -rf "$context"; mkdir -p "$context"
+    cp -r "$ROOT/images/buildkit/." "$context/"
+    cp -a "$bin" "$context/bin"
+    podman_build "$IMAGE" "$BASE_IMAGE" "$context"
+    rm -rf "$context"
+  fi
+  podman tag "$IMAGE" "$REPO/buildkit:latest"
+}
+buildkit_image
+BUILDKIT_IMAGE="$IMAGE"
+
 {
   [[ -n ${FINAL[python]:-} ]] && echo "MLP_TEST_IMAGE=${FINAL[python]}"
   [[ -n ${FINAL[deep-learning]:-} ]] && echo "MLP_TEST_IMAGE_DEEP_LEARNING=${FINAL[deep-learning]}"
   [[ -n ${FINAL[gpu]:-} ]] && echo "MLP_TEST_IMAGE_GPU=${FINAL[gpu]}"
   [[ -n ${FINAL[hub]:-} ]] && echo "MLP_TEST_IMAGE_HUB=${FINAL[hub]}"
+  echo "MLP_TEST_IMAGE_BUILDKIT=$BUILDKIT_IMAGE"
   true
 } >"$IMAGE_ENV"
 write_env
 for name in $FINAL_IMAGES; do echo "image ready: ${FINAL[$name]} (also :latest)"; done
+echo "image ready: $BUILDKIT_IMAGE (also :latest)"

@@ -29,7 +29,7 @@ uid/gid 1000, ``runAsNonRoot``, not privileged, no service-account token, but:
 - ``appArmorProfile: Unconfined`` — the runtime's default AppArmor profile denies ``mount``
   ("failed to share mount point: /: permission denied").
 - ``allowPrivilegeEscalation: true`` (the default, stated) and the runtime's default capabilities
-  — ``newuidmap``/``newgidmap`` are setuid helpers that write the subordinate uid/gid maps of the
+  — ``newuidmap``/``newgidmap`` are privileged helpers (setuid, or file capabilities) that write the subordinate uid/gid maps of the
   user namespace; ``no_new_privs`` or a bounding set without CAP_SETUID/CAP_SETGID breaks them.
 - ``BUILDKITD_FLAGS=--oci-worker-no-process-sandbox`` — instead of ``procMount: Unmasked`` (which
   needs ``hostUsers: false`` and more): the build's ``RUN`` steps share BuildKit's PID namespace,
@@ -239,7 +239,7 @@ def make_buildkit_job(
             "runAsUser": BUILDKIT_UID,
             "runAsGroup": BUILDKIT_UID,
             "privileged": False,
-            # newuidmap/newgidmap (setuid) map the user namespace's ids: no no_new_privs.
+            # newuidmap/newgidmap (setuid or file caps) map the user namespace's ids: no no_new_privs.
             "allowPrivilegeEscalation": True,
             # RootlessKit's unshare/mount in its user namespace: denied by the default profiles.
             "seccompProfile": {"type": "Unconfined"},
@@ -386,6 +386,21 @@ async def _failure_message(client: KubeClient, namespace: str, name: str, cond: 
     return text
 
 
+def write_build_dir(ctx: BuildContext, build_dir: Path, registry_url: str) -> list[str]:
+    """What the build Job reads from the shared volume: ``context.tar``, ``buildkitd.toml`` when a
+    registry speaks plain HTTP, and an empty ``out/`` for the metadata. Returns those plain-HTTP hosts."""
+    out_dir = build_dir / "out"
+    out_dir.mkdir(parents=True)
+    out_dir.chmod(0o777)  # written by uid 1000 in the pod, whoever the platform runs as
+    http_hosts = plain_http_hosts(registry_url, ctx.env_image)
+    (build_dir / CONTEXT_TAR).write_bytes(ctx.docker_context_tar())
+    if http_hosts:
+        (build_dir / BUILDKITD_TOML).write_text(buildkitd_toml(http_hosts))
+    for path in (build_dir, build_dir / CONTEXT_TAR, *([build_dir / BUILDKITD_TOML] if http_hosts else [])):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return http_hosts
+
+
 async def build_buildkit(
     ctx: BuildContext,
     target: ImageRef,
@@ -413,17 +428,10 @@ async def build_buildkit(
     name = build_job_name(build_id)
     build_dir = Path(artifacts.root) / BUILDS_DIR / build_id
     out_dir = build_dir / "out"
-    out_dir.mkdir(parents=True)
-    out_dir.chmod(0o777)  # written by uid 1000 in the pod, whoever the platform runs as
-    http_hosts = plain_http_hosts(registry_url, ctx.env_image)
     labels = build_labels(build_id, ctx.model, ctx.version, user)
     push_config: dict[str, Any] | None = None
     try:
-        (build_dir / CONTEXT_TAR).write_bytes(ctx.docker_context_tar())
-        if http_hosts:
-            (build_dir / BUILDKITD_TOML).write_text(buildkitd_toml(http_hosts))
-        for path in (build_dir, build_dir / CONTEXT_TAR, *([build_dir / BUILDKITD_TOML] if http_hosts else [])):
-            path.chmod(0o755 if path.is_dir() else 0o644)
+        http_hosts = write_build_dir(ctx, build_dir, registry_url)
         push_config = None if settings.push_secret else docker_config_for(auth_file, target.registry)
         secret_name = f"{name}-push" if push_config is not None else settings.push_secret
         job = make_buildkit_job(
