@@ -3,8 +3,9 @@
 
 Starts a real `mlp server --backend process` (SQLite, the shipped default sizes), saves a PyTorch
 model, and checks what a researcher would: a `gpu-1` run trains on the GPU and sees exactly one,
-a `cpu-small` run sees none, a `gpu-1` deployment answers `/invocations` from the GPU, and the local
-hub's form would offer the GPU size. The Python running this must have PyTorch with CUDA.
+a `cpu-small` run sees none, a `gpu-1` deployment answers `/invocations` from the GPU, the local
+hub's form would offer the GPU size, and the runtime's distributed agent (the environment a
+backend gives a two-GPU size) trains one DDP model with two ranks on the GPU(s). The Python running this must have PyTorch with CUDA.
 
     python3 scripts/gpu_check.py [--json OUT]
 
@@ -78,6 +79,77 @@ class Model:
             return {"y": float(self.net(x)[0, 0]), "device": str(x.device),
                     "visible": os.environ.get("CUDA_VISIBLE_DEVICES")}
 '''
+
+
+DDP_MODEL = '''
+import os
+
+import torch
+import torch.distributed as dist
+
+
+class Model:
+    hyperparameters = {"steps": 300}
+
+    def train(self):
+        local_rank = int(os.environ["LOCAL_RANK"])
+        gpus = torch.cuda.device_count()
+        device = torch.device("cuda", local_rank % gpus)
+        torch.cuda.set_device(device)
+        # NCCL wants a GPU per rank; with fewer, gloo moves the CUDA tensors
+        dist.init_process_group("nccl" if gpus >= int(os.environ["WORLD_SIZE"]) else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        torch.manual_seed(rank)
+        x = torch.rand(1024, 4, device=device) * 2 - 1
+        y = x.sum(dim=1, keepdim=True) * 2 + 1
+        torch.manual_seed(0)
+        net = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 1).to(device), device_ids=[device.index])
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+        for _ in range(self.hyperparameters["steps"]):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.mse_loss(net(x), y)
+            loss.backward()
+            optimizer.step()
+        weights = torch.cat([p.detach().flatten() for p in net.parameters()])
+        gathered = [torch.zeros_like(weights) for _ in range(world)]
+        dist.all_gather(gathered, weights)
+        print(f"rank {rank} of {world} on {device} ({dist.get_backend()}): mse {loss.item():.2e}", flush=True)
+        self.log_metric("ranks_agree", 1 if all(torch.equal(gathered[0], g) for g in gathered) else 0)
+        self.log_metric("mse", loss.item())
+        self.log_metric("world_size", world)
+        dist.destroy_process_group()
+
+    def predict(self, features):
+        return {}
+'''
+
+
+def distributed_check(checks: "Checks", work: Path) -> None:
+    """The runtime as a node agent (the environment a backend gives a two-GPU size): two workers
+    train one DDP model on the GPU(s) — NCCL when there is a GPU per rank, else gloo on CUDA tensors."""
+    run = work / "ddp"
+    (run / "artifacts").mkdir(parents=True)
+    (run / "model.py").write_text(DDP_MODEL)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "MLP_MODULE_PATH": str(run / "model.py"), "MLP_ARTIFACTS": str(run / "artifacts"),
+           "MLP_RESULT_PATH": str(run / "result.json"), "MLP_RUN_ID": "ddp",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2", "NNODES": "1",
+           "NPROC_PER_NODE": "2", "NODE_RANK": "0"}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    proc = subprocess.run([sys.executable, "-m", "mlplatform_server.runtime", "train"], env=env, cwd=run,
+                          capture_output=True, text=True, timeout=300)
+    print(proc.stdout[-3000:], proc.stderr[-3000:])
+    metrics = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("MLP_METRIC "):
+            item = json.loads(line.split(" ", 1)[1])
+            metrics[item["name"]] = item["value"]
+    result = json.loads((run / "result.json").read_text()) if (run / "result.json").exists() else {}
+    checks.check("two ranks train one DDP model on the GPU through the runtime's agent",
+                 proc.returncode == 0 and result.get("status") == "succeeded" and metrics.get("ranks_agree") == 1
+                 and metrics.get("world_size") == 2 and metrics.get("mse", 1) < 1e-3,
+                 {"exit": proc.returncode, "result": result.get("status"), **metrics,
+                  "ranks": [ln for ln in proc.stdout.splitlines() if ln.startswith("rank ")]})
 
 
 def free_port() -> int:
@@ -172,6 +244,7 @@ def main() -> int:
         sizes = {size.name: size for size in load_config(None).hardware}
         checks.check("the hub form would offer gpu-1 (no shortage)", shortage("gpu-1", sizes["gpu-1"].gpus, len(gpus)) is None,
                      len(gpus))
+        distributed_check(checks, work)
     except Exception as exc:  # one FAIL line, then the summary
         checks.check("the check ran to the end", False, f"{type(exc).__name__}: {exc}")
         print((work / "server.log").read_text()[-4000:])
