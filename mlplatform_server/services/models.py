@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, contains_eager
 
 from .. import contract
@@ -22,6 +22,12 @@ MODEL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 VERSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_SOURCE_BYTES = 5 * 1024 * 1024
 VERSION_CACHE_SIZE = 256  # model versions kept loaded for submits
+# resolve_for_run's one-row checks, built once (building the statement each submit cost as much as
+# running it).
+_VERSION_ROW = (select(m.ModelVersion.id, m.ModelVersion.image, m.Model.owner).join(m.ModelVersion.model)
+                .where(m.Model.name == bindparam("model")))
+_LATEST_VERSION_CHECK = _VERSION_ROW.order_by(m.ModelVersion.id.desc()).limit(1)
+_VERSION_CHECK = _VERSION_ROW.where(m.ModelVersion.version == bindparam("version"))
 
 
 def version_to_json(model: m.Model, version: m.ModelVersion, with_source: bool = False) -> dict[str, Any]:
@@ -116,13 +122,10 @@ class ModelService:
         """:meth:`resolve` for a submit, read-only: a one-row query (the version's id and image, its
         model's owner) and, from the second time on, the version and model loaded before (detached)."""
         caller.require_user()
-        query = select(m.ModelVersion.id, m.ModelVersion.image, m.Model.owner).join(m.ModelVersion.model) \
-            .where(m.Model.name == name)
         if version is None:
-            query = query.order_by(m.ModelVersion.id.desc()).limit(1)
+            found = s.execute(_LATEST_VERSION_CHECK, {"model": name}).first()
         else:
-            query = query.where(m.ModelVersion.version == version)
-        found = s.execute(query).first()
+            found = s.execute(_VERSION_CHECK, {"model": name, "version": version}).first()
         if found is None or not caller.can_touch(found.owner):
             return self.resolve(s, caller, name, version)  # says why (NotFound)
         cached = self._versions.get(found.id)
