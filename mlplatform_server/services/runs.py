@@ -439,8 +439,10 @@ class RunService:
                     writes.reasons.append({"run_id": run_id, "was": recorded, "new_reason": status.reason})
                 continue
             if status.state.final:
-                if self._finish(run_id, status):
-                    await self._cleanup(ref, spec)
+                # The log is kept and the metrics printed while the API was unreachable are read
+                # back before the final state is recorded: whoever sees the run finished sees them.
+                await self._cleanup(ref, spec)
+                self._finish(run_id, status)
             elif status.state == RunState.RUNNING:
                 writes.started.append({"run_id": run_id, "at": _now(), "new_reason": status.reason})
 
