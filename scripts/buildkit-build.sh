@@ -22,15 +22,11 @@ BUILDKIT_BIN="$BUILDKIT_CACHE/bin"
 BUILDKIT_STAMP="$BUILDKIT_CACHE/.complete"
 BINARIES=(buildkitd buildctl rootlesskit buildctl-daemonless.sh)
 
-GO="${GO:-$(command -v go || true)}"
-[[ -n $GO && -x $GO ]] || GO=/usr/local/go/bin/go
-[[ -x $GO ]] || GO="${MLP_TOOLCHAINS:-/opt/mlplatform}/go/bin/go"   # scripts/install-toolchains.sh
-[[ -x $GO ]] || { log "no Go toolchain (go on PATH, /usr/local/go or /opt/mlplatform/go): run 'make install'"; exit 1; }
-export GOTOOLCHAIN=local
+# shellcheck source=scripts/go-env.sh
+source "$(dirname "$0")/go-env.sh"
 # buildkit's module ships vendor/modules.txt without the packages, and go.mod `exclude`s (so no
 # `go install pkg@version`): it is built as the main module in the module cache, with -mod=readonly.
-export GOFLAGS="-p=${MLP_GO_P:-2} -buildvcs=false -trimpath -mod=readonly"
-export CGO_ENABLED=0
+use_go -mod=readonly
 
 # As upstream's Dockerfile builds them (buildkitd's tags; version stamps without a git revision).
 buildkit_tags="osusergo netgo static_build seccomp"

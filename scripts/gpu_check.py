@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from mlplatform_server.backends.common import free_port  # noqa: E402
 
 MODEL = '''
 import os
@@ -150,12 +151,6 @@ def distributed_check(checks: "Checks", work: Path) -> None:
                  and metrics.get("world_size") == 2 and metrics.get("mse", 1) < 1e-3,
                  {"exit": proc.returncode, "result": result.get("status"), **metrics,
                   "ranks": [ln for ln in proc.stdout.splitlines() if ln.startswith("rank ")]})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Checks:

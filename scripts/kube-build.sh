@@ -16,14 +16,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/../hack/kube/lib.sh"
 force=0
 [[ ${1:-} == --force ]] && force=1
 
-GO="${GO:-$(command -v go || true)}"
-[[ -n $GO && -x $GO ]] || GO=/usr/local/go/bin/go
-[[ -x $GO ]] || GO="${MLP_TOOLCHAINS:-/opt/mlplatform}/go/bin/go"   # scripts/install-toolchains.sh
-[[ -x $GO ]] || { log "no Go toolchain (go on PATH, /usr/local/go or /opt/mlplatform/go): run 'make install'"; exit 1; }
-# Never switch toolchains behind our back; keep the two cores for the others (-p, nice).
-export GOTOOLCHAIN=local
-export GOFLAGS="-p=${MLP_GO_P:-2} -buildvcs=false -trimpath"
-export CGO_ENABLED=0
+# shellcheck source=scripts/go-env.sh
+source "$(dirname "${BASH_SOURCE[0]}")/go-env.sh"
+use_go   # keeps the two cores for the others with -p; the builds also run under nice
 
 # Version stamps as upstream's hack/lib/version.sh sets them, or the server says v0.0.0-master.
 minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"

@@ -19,15 +19,16 @@ def refuse_several_nodes(hardware: Hardware, backend: str) -> None:
                            "backend runs on one machine: multi-node training needs the kubernetes backend")
 
 
-def rendezvous_env(hardware: Hardware, master_addr: str, master_port: int) -> dict[str, str]:
+def rendezvous_env(hardware: Hardware, master_addr: str, master_port: int | None = None) -> dict[str, str]:
     """The torchrun rendezvous environment of a run on ``hardware`` (one process per GPU, at least
     one per node; see runtime/distributed.py), without ``NODE_RANK`` when it spans several nodes
-    (each node's own); empty when the run is one process."""
+    (each node's own); empty when the run is one process. ``master_port`` None: a free port here."""
     per_node = max(hardware.gpus, 1)
     nodes = max(hardware.nodes, 1)
     if nodes * per_node <= 1:
         return {}
-    env = {"MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port), "WORLD_SIZE": str(nodes * per_node),
+    port = free_port() if master_port is None else master_port
+    env = {"MASTER_ADDR": master_addr, "MASTER_PORT": str(port), "WORLD_SIZE": str(nodes * per_node),
            "NNODES": str(nodes), "NPROC_PER_NODE": str(per_node)}
     if nodes == 1:
         env["NODE_RANK"] = "0"

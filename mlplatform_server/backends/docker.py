@@ -363,7 +363,7 @@ class DockerBackend(Backend):
             outputs.parent.mkdir(parents=True, exist_ok=True)
             mounts.add(outputs.parent, OUTPUT_DIR, read_only=False)
         environment = self._environment(spec.env, mounts, code_in_image)
-        environment.update(rendezvous_env(spec.hardware, "127.0.0.1", free_port()))  # several GPUs: torchrun
+        environment.update(rendezvous_env(spec.hardware, "127.0.0.1"))  # several GPUs: torchrun
         options: dict[str, Any] = {
             "image": image,
             "command": ["python3", "-m", "mlplatform_server.runtime", spec.action],

@@ -100,7 +100,7 @@ class ProcessBackend(Backend):
         gpus = self._assign_gpus(hardware)
         env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(gpus)}
         if rendezvous:
-            env.update(rendezvous_env(hardware, "127.0.0.1", free_port()))
+            env.update(rendezvous_env(hardware, "127.0.0.1"))
         ref = self._spawn(args, env, log_path, cwd)
         if gpus:
             self._gpu_holders[ref] = gpus

@@ -21,11 +21,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from ..errors import PlatformError
+from .context import ENV_VARS
 
 RENDEZVOUS_VARS = ("NNODES", "NPROC_PER_NODE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE")
 
@@ -136,3 +142,66 @@ def first_failure(result_path: Path, env: Mapping[str, str]) -> str | None:
         return None
     _, worker_rank, reason = min(failures)
     return f"rank {worker_rank}: {reason}"
+
+
+class WorkersFailed(Exception):
+    """A distributed run's workers failed (torchrun exited non-zero)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def with_flags(env: Mapping[str, str], flags: Mapping[str, Any] | None) -> dict[str, str]:
+    """``env`` with the command line's options as their MLP_* variables (for the workers)."""
+    merged = dict(env)
+    for name, value in (flags or {}).items():
+        if value not in (None, "") and name in ENV_VARS:
+            merged[ENV_VARS[name]] = str(value)
+    return merged
+
+
+def run_workers(plan: WorkerPlan, env: Mapping[str, str], result_path: Path | None) -> None:
+    """Run this node's workers (their output is this process's); WorkersFailed when one fails,
+    after the others are stopped. A SIGTERM here stops them all."""
+    print(f"MLP_DISTRIBUTED {plan.describe()}", flush=True)
+    workers = [subprocess.Popen([sys.executable, "-m", "mlplatform_server.runtime", "train"],
+                                env={**env, **plan.worker_env(local_rank)})
+               for local_rank in range(plan.nproc_per_node)]
+    try:
+        code = _first_failure_code(workers)
+    except BaseException:  # _Terminated or SIGINT
+        _stop_workers(workers)
+        raise
+    if code is not None:
+        _stop_workers(workers)
+        failed = first_failure(result_path, env) if result_path is not None else None
+        raise WorkersFailed(failed or f"a worker exited with code {code}")
+
+
+def _first_failure_code(workers: list[subprocess.Popen]) -> int | None:
+    """Wait until every worker succeeded (None) or one failed (its exit code)."""
+    running = list(workers)
+    while running:
+        for worker in list(running):
+            code = worker.poll()
+            if code is None:
+                continue
+            running.remove(worker)
+            if code != 0:
+                return code
+        time.sleep(0.1)
+    return None
+
+
+def _stop_workers(workers: list[subprocess.Popen], grace: float = 10.0) -> None:
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for worker in workers:
+        try:
+            worker.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()

@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,7 +20,6 @@ from typing import Any
 
 from ..errors import PlatformError
 from .context import (
-    ENV_VARS,
     METHODS,
     RuntimeConfig,
     build_model,
@@ -38,14 +35,6 @@ from .metrics import MetricReporter, now_iso
 EXIT_OK = 0
 EXIT_USER_ERROR = 1
 EXIT_SETUP_ERROR = 2
-
-
-class WorkersFailed(Exception):
-    """A distributed run's workers failed (torchrun exited non-zero)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class _Terminated(BaseException):
@@ -124,7 +113,7 @@ def run_job(action: str, flags: Mapping[str, Any] | None = None, environ: Mappin
             plan = distributed.worker_plan(env) if action == "train" else None
             if plan is not None:  # this node's agent: the workers run the model
                 distributed.require_torch(plan)
-                _run_agent(plan, _with_flags(env, flags), result_path)
+                distributed.run_workers(plan, distributed.with_flags(env, flags), result_path)
             else:
                 reporter = MetricReporter(config.run_id, config.url, config.token, token_file=config.token_file)
                 log_metric = reporter.log_metric if distributed.rank(env) == 0 else _drop_metric
@@ -142,7 +131,7 @@ def run_job(action: str, flags: Mapping[str, Any] | None = None, environ: Mappin
     except KeyboardInterrupt:
         reason, code = "interrupted by signal SIGINT", 128 + signal.SIGINT
         _say(f"MLP_ERROR {reason}", sys.stderr)
-    except WorkersFailed as exc:
+    except distributed.WorkersFailed as exc:
         reason, code = one_line(exc.reason), EXIT_USER_ERROR
         _say(f"MLP_ERROR {reason}", sys.stderr)
     except PlatformError as exc:  # configuration or contract: the run could not start
@@ -177,61 +166,6 @@ def run_job(action: str, flags: Mapping[str, Any] | None = None, environ: Mappin
 
 def _drop_metric(name: str, value: float, step: int | None = None) -> None:
     """``log_metric`` of a distributed run's ranks other than 0: only rank 0 reports."""
-
-
-def _with_flags(env: Mapping[str, str], flags: Mapping[str, Any] | None) -> dict[str, str]:
-    """``env`` with the command line's options as their MLP_* variables (for the workers)."""
-    merged = dict(env)
-    for name, value in (flags or {}).items():
-        if value not in (None, "") and name in ENV_VARS:
-            merged[ENV_VARS[name]] = str(value)
-    return merged
-
-
-def _run_agent(plan: distributed.WorkerPlan, env: Mapping[str, str], result_path: Path | None) -> None:
-    """Run this node's workers (their output is this process's); WorkersFailed when one fails,
-    after the others are stopped. A SIGTERM here stops them all."""
-    _say(f"MLP_DISTRIBUTED {plan.describe()}")
-    workers = [subprocess.Popen([sys.executable, "-m", "mlplatform_server.runtime", "train"],
-                                env={**env, **plan.worker_env(local_rank)})
-               for local_rank in range(plan.nproc_per_node)]
-    try:
-        code = _first_failure_code(workers)
-    except BaseException:  # _Terminated or SIGINT
-        _stop_workers(workers)
-        raise
-    if code is not None:
-        _stop_workers(workers)
-        failed = distributed.first_failure(result_path, env) if result_path is not None else None
-        raise WorkersFailed(failed or f"a worker exited with code {code}")
-
-
-def _first_failure_code(workers: list[subprocess.Popen]) -> int | None:
-    """Wait until every worker succeeded (None) or one failed (its exit code)."""
-    running = list(workers)
-    while running:
-        for worker in list(running):
-            code = worker.poll()
-            if code is None:
-                continue
-            running.remove(worker)
-            if code != 0:
-                return code
-        time.sleep(0.1)
-    return None
-
-
-def _stop_workers(workers: list[subprocess.Popen], grace: float = 10.0) -> None:
-    for worker in workers:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for worker in workers:
-        try:
-            worker.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
 
 
 class _SignalGuard:
