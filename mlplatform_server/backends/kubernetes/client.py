@@ -2,8 +2,8 @@
 
 Only what the backend uses: create (idempotent: ``409 AlreadyExists`` reads the object back),
 get, list, merge-patch, delete, and pod logs (streamed with ``follow``). Every request is retried
-with exponential back-off on ``429`` and ``5xx`` answers (honouring ``Retry-After``) and on
-connection errors; other errors raise :class:`ApiError` with the server's message.
+with exponential back-off on ``429`` and ``5xx`` answers (waiting at least ``Retry-After``, plus
+jitter) and on connection errors; other errors raise :class:`ApiError` with the server's message.
 
 Credentials come from a kubeconfig (the ``KUBECONFIG`` path, or the one given; client
 certificates, bearer tokens, token files, CA data or files) or, inside a pod, from the mounted
@@ -224,7 +224,11 @@ class KubeClient:
 
     def _delay(self, attempt: int, answer: _Answer | None) -> float:
         if answer is not None and answer.retry_after is not None and answer.retry_after.isdigit():
-            return min(float(answer.retry_after), self.max_backoff)
+            # At least what the server asks (up to max_backoff), plus up to as much again at random:
+            # requests rejected together (API Priority and Fairness) must not all come back at the
+            # same instant, to be rejected together again (tests/kube/test_api_throttling.py).
+            floor = min(float(answer.retry_after), self.max_backoff)
+            return floor + random.random() * max(floor, self.backoff)
         return min(self.backoff * 2**attempt, self.max_backoff) * (0.5 + random.random() / 2)
 
     async def _send(self, method: str, path: str, params: dict[str, Any] | None, headers: dict[str, str],
