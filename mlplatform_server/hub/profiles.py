@@ -110,9 +110,18 @@ def spawner_groups(spawner: Any) -> set[str]:
 
 def profile_list_for(config: PlatformConfig, priority_class: str | None = None
                      ) -> Callable[[Any], list[dict[str, Any]]]:
-    """A ``KubeSpawner.profile_list`` callable: each user's form holds only their sizes."""
+    """A ``KubeSpawner.profile_list`` callable: each user's form holds only their sizes.
+
+    The list depends on the user only through the sizes their groups open, so it is built once per
+    such set (KubeSpawner deep-copies the list it is given before filling in defaults)."""
+    built: dict[frozenset[str], list[dict[str, Any]]] = {}
+
     def profile_list(spawner: Any) -> list[dict[str, Any]]:
-        return build_profile_list(config, spawner_groups(spawner), priority_class, spawner.user.name)
+        groups = spawner_groups(spawner)
+        opened = frozenset(s.name for s in config.hardware if size_allowed(s, groups))
+        if opened not in built:  # none opened: build_profile_list says so, every time
+            built[opened] = build_profile_list(config, groups, priority_class, spawner.user.name)
+        return built[opened]
     return profile_list
 
 

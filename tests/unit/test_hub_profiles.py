@@ -76,6 +76,25 @@ def test_gpu_sizes_only_for_their_groups():
     assert list(profile["profile_options"]["hardware"]["choices"]) == ["cpu-small", "cpu-large", "gpu-1"]
 
 
+def test_one_profile_list_callable_serves_each_users_own_sizes():
+    """The callable keeps one list per set of opened sizes: a GPU user served first does not leak
+    gpu-1 into the next user's form, and users opening the same sizes share one list."""
+    config = load_config()
+    profile_list = profile_list_for(config)
+
+    def user(name: str, *groups: str) -> SimpleNamespace:
+        return SimpleNamespace(user=SimpleNamespace(name=name, groups=[SimpleNamespace(name=g) for g in groups]))
+
+    def sizes(spawner: SimpleNamespace) -> list[str]:
+        return list(profile_list(spawner)[0]["profile_options"]["hardware"]["choices"])
+
+    assert sizes(user("ann", "gpu-users")) == ["cpu-small", "cpu-large", "gpu-1"]
+    assert sizes(user("bob", "staff")) == ["cpu-small", "cpu-large"]
+    assert sizes(user("cid")) == ["cpu-small", "cpu-large"]
+    assert profile_list(user("bob", "staff")) is profile_list(user("dan", "other"))
+    assert sizes(user("eve", "staff", "gpu-users")) == ["cpu-small", "cpu-large", "gpu-1"]
+
+
 def test_hidden_or_unknown_choices_are_refused_by_name():
     config = load_config()
     with pytest.raises(ConfigError, match=r"'gpu-1' is only for members of the group\(s\) gpu-users; user 'bob'"):
