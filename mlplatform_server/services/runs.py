@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import math
@@ -127,6 +128,12 @@ def _age(created_at: dt.datetime | None) -> float:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+@functools.lru_cache(maxsize=256)
+def _hardware_from_json(recorded: str) -> Hardware:
+    fields = set(HardwareSize.model_fields)
+    return HardwareSize.model_validate({k: v for k, v in json.loads(recorded).items() if k in fields}).to_hardware()
 
 
 class RunService:
@@ -283,9 +290,9 @@ class RunService:
 
     @staticmethod
     def config_hardware(recorded: dict[str, Any]) -> Hardware:
-        """The backend's Hardware from the size recorded with a run (as it was at launch)."""
-        fields = set(HardwareSize.model_fields)
-        return HardwareSize.model_validate({k: v for k, v in recorded.items() if k in fields}).to_hardware()
+        """The backend's Hardware from the size recorded with a run (as it was at launch). Runs
+        share a few sizes and every reconcile pass asks again: each recorded size is validated once."""
+        return _hardware_from_json(json.dumps(recorded, sort_keys=True))
 
     # -- queries -------------------------------------------------------------
     def get(self, caller: Principal, run_id: str) -> dict[str, Any]:

@@ -127,14 +127,18 @@ async def test_cancel_deletes_the_job(backend, data_dir):
     backend.job_manifest = lambda _spec: manifest  # a run that keeps running
     ref = await backend.submit(spec)
     await wait_state(backend, ref, spec, RunState.RUNNING)
+    # The pod is there but its node's kubelet cannot be reached (kwok serves no logs: the API server
+    # answers 500): with a copy kept in the run directory, logs read that copy instead of failing.
+    (spec.run_dir / "logs.txt").parent.mkdir(parents=True, exist_ok=True)
+    (spec.run_dir / "logs.txt").write_text("MLP_START action=train\n")
+    assert await backend.view.listed_pods(ref, backend.namespace)
+    assert [c async for c in backend.logs(ref, spec)] == ["MLP_START action=train\n"]
     await backend.cancel(ref, spec)
     await backend.cancel(ref, spec)  # idempotent
     assert await backend.client.get_or_none("batch/v1", "Job", backend.namespace, ref) is None
     status = await backend.status(ref, spec)
     assert (status.state, status.reason) == (RunState.FAILED, "the run's Job was deleted outside the platform")
-    # With the pod gone, logs come from the copy kept in the run directory.
-    (spec.run_dir / "logs.txt").parent.mkdir(parents=True, exist_ok=True)
-    (spec.run_dir / "logs.txt").write_text("MLP_START action=train\n")
+    # With the pod gone (or still being deleted), logs come from the copy kept in the run directory.
     assert [c async for c in backend.logs(ref, spec)] == ["MLP_START action=train\n"]
     assert [c async for c in backend.logs(ref, spec, follow=True)] == ["MLP_START action=train\n"]
 
@@ -390,6 +394,11 @@ async def test_backend_works_as_the_platform_service_account(namespace, platform
         await backend.cancel(ref, spec)
         dist = run_spec(data_dir, Hardware(name="d", cpu=1, memory="1Gi", nodes=2))
         dref = await backend.submit(dist)
+        # The headless Service is owned by the Job (its uid from the create's metadata-only answer).
+        djob = await client.get("batch/v1", "Job", namespace, dref)
+        service = await client.get("v1", "Service", namespace, dref)
+        assert [(o["apiVersion"], o["kind"], o["name"], o["uid"]) for o in service["metadata"]["ownerReferences"]] == \
+            [("batch/v1", "Job", dref, djob["metadata"]["uid"])]
         await wait_state(backend, dref, dist, RunState.SUCCEEDED)
         await backend.cancel(dref, dist)
         dep = dep_spec(data_dir)

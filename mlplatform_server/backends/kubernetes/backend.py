@@ -290,7 +290,7 @@ class KubernetesBackend(Backend):
         job = self.job_manifest(spec)
         name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
         try:
-            created = await self.client.create(job)
+            created = await self.client.create(job, metadata_only=True)  # only its uid is needed
             if spec.hardware.nodes > 1:
                 await self.client.create(mf.make_headless_service(job, owner=created))
         except ApiError as exc:
@@ -400,7 +400,9 @@ class KubernetesBackend(Backend):
                         return
                     await asyncio.sleep(1.0)
                     continue
-                if exc.not_found:
+                if exc.not_found or (exc.status >= 500 and saved.exists()):
+                    # The pod is gone, or its node's kubelet cannot be reached (e.g. a cancelled
+                    # run's pod still being deleted): the copy kept when the run ended.
                     text = read_text(saved)
                     if text:
                         yield text

@@ -36,6 +36,8 @@ SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 _GROUP_PREFIX = {"v1": "/api/v1"}
 _PLURAL = {"HorizontalPodAutoscaler": "horizontalpodautoscalers"}
 RETRY_STATUS = {429, 500, 502, 503, 504}
+# The Accept header that asks the API server for an object's metadata only (get, list, create...).
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 
 class ApiError(Exception):
@@ -238,12 +240,15 @@ class KubeClient:
             return _Answer(response.status, response.reason or "", response.headers.get("Retry-After"), body)
 
     async def _exchange(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                        data: bytes | None = None, content_type: str | None = None, retries: int | None = None) -> bytes:
+                        data: bytes | None = None, content_type: str | None = None, retries: int | None = None,
+                        accept: str | None = None) -> bytes:
         """The body of a 2xx answer, after retries on 429/5xx and on connection errors."""
         retries = self.retries if retries is None else retries
         headers = self.config.headers()
         if content_type:
             headers["Content-Type"] = content_type
+        if accept:
+            headers["Accept"] = accept
         for attempt in range(retries + 1):
             answer: _Answer | None = None
             try:
@@ -262,32 +267,39 @@ class KubeClient:
         raise AssertionError("unreachable")
 
     async def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
-                      content_type: str | None = None) -> dict[str, Any]:
+                      content_type: str | None = None, accept: str | None = None) -> dict[str, Any]:
         data = None
         if json is not None:
             data = jsonlib.dumps(json, separators=(",", ":")).encode()
             content_type = content_type or "application/json"
-        body = await self._exchange(method, path, params=params, data=data, content_type=content_type)
+        body = await self._exchange(method, path, params=params, data=data, content_type=content_type, accept=accept)
         return jsonlib.loads(body) if body else {}
 
     # -- verbs ---------------------------------------------------------------------------------
-    async def _post_new(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+    async def _post_new(self, obj: dict[str, Any], accept: str | None = None) -> dict[str, Any] | None:
         """POST ``obj``; None when an object of its name exists already."""
         path = resource_path(obj["apiVersion"], obj["kind"], obj["metadata"].get("namespace"))
         try:
-            return await self.request("POST", path, json=obj)
+            return await self.request("POST", path, json=obj, accept=accept)
         except ApiError as exc:
             if not exc.conflict:
                 raise
         return None
 
-    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """Create ``obj``; if it exists already (a retried create), return the existing object."""
-        created = await self._post_new(obj)
-        if created is not None:
-            return created
+    async def create(self, obj: dict[str, Any], *, metadata_only: bool = False) -> dict[str, Any]:
+        """Create ``obj``; if it exists already (a retried create), return the existing object.
+        ``metadata_only``: only the object's apiVersion, kind and metadata (name, uid, labels...) come
+        back (the server answers a ``PartialObjectMetadata``), so neither side encodes or parses the
+        whole object."""
+        accept = METADATA_ONLY if metadata_only else None
+        created = await self._post_new(obj, accept)
         meta = obj["metadata"]
-        return await self.get(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+        if created is None:
+            path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+            created = await self.request("GET", path, accept=accept)
+        if metadata_only:
+            return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": created["metadata"]}
+        return created
 
     async def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
         return await self.request("GET", resource_path(api_version, kind, namespace, name))
