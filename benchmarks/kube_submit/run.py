@@ -1,28 +1,32 @@
 """Submitting training runs on Kubernetes: the platform API against a bare client loop, in one run.
 
     source .testenv/env.sh && source .testenv/kube/env.sh
-    .venv/bin/python benchmarks/kube_submit/run.py [--count 500] [--concurrency 16]
+    .venv/bin/python benchmarks/kube_submit/run.py [--count 250] [--order bare,platform,platform,bare]
 
 Against the control plane of scripts/kube-up.sh (MLP_TEST_KUBECONFIG; kwok nodes), in one fresh
 namespace with an RWX claim (as tests/kube/test_server_kubernetes.py makes it):
 
 - platform: a real `mlp server --backend kubernetes --namespace NS --pvc CLAIM` subprocess on
-  127.0.0.1; a tiny model is saved once, then --count ``POST /api/v1/runs`` with --concurrency
-  requests in flight (httpx.AsyncClient). A 201 means the run is recorded and its Job created (the
+  127.0.0.1; a tiny model is saved once, then --count ``POST /api/v1/runs`` per phase with
+  --concurrency requests in flight. A 201 means the run is recorded and its Job created (the
   backend makes one API call per run: the Job; the pod's run token is a projected service-account
   token, no Secret).
 - bare: the same number of Jobs created straight through the platform's own async client
-  (mlplatform_server/backends/kubernetes/client.py), same concurrency. Each Job is the platform's
-  own Job (read back from one warm-up run, renamed, its platform labels swapped for a bench label
-  so the server's watches ignore it): same shape, same size.
+  (mlplatform_server/backends/kubernetes/client.py), same concurrency, the Jobs made before the
+  clock starts. Each Job is the platform's own Job (read back from one warm-up run, renamed, its
+  platform labels swapped for a bench label so the server's watches ignore it): same shape, size.
+- Both phases' HTTP clients are aiohttp, so the client's own CPU, which shares the box's cores
+  with the server and the control plane, is alike each way.
 
-Between phases the script waits (bounded) for the Job controller to catch up (one pod per Job), so
-a phase does not pay for the previous one's pods. Everything stays on loopback (the API server of
-kube-up.sh is 127.0.0.1:6443; the platform listens on 127.0.0.1) and in-flight requests are bounded
-by --concurrency. The namespace (and its PV) is deleted at the end, also on failure.
+Phases alternate (bare, platform, platform, bare: 500 each way by default), and before each one
+the script waits (bounded) until the earlier phases' work is over: every pod made and succeeded,
+the box idle (and, first, no earlier run's namespace still being deleted). Everything stays on
+loopback and in-flight requests are bounded by --concurrency. The namespace (and its PV) is
+deleted at the end, also on failure.
 
-Prints Jobs/s each way and the ratio next to the goals (≥ 50 Jobs/s through the platform, ≤ 1.3×
-the bare loop's time).
+Prints, per phase, Jobs/s, the CPU the box, this client and the server used; then Jobs/s each way
+over all phases and the ratio next to the goals (≥ 50 Jobs/s through the platform, ≤ 1.3× the bare
+loop's time).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+import aiohttp  # noqa: E402
 import httpx  # noqa: E402
 
 from mlplatform_server.backends.kubernetes import manifests as mf  # noqa: E402
@@ -221,15 +226,18 @@ async def bounded(count: int, concurrency: int, one) -> tuple[float, list[float]
 
 
 async def bare_phase(name: str, count: int, concurrency: int, template: dict[str, Any]) -> Phase:
+    """--count Jobs straight through the client; the Jobs are made before the clock starts, so the
+    loop times the API calls alone."""
     client = KubeClient.from_kubeconfig(kubeconfig())
     phase = Phase(name)
     tag = uuid.uuid4().hex[:6]
+    jobs = [bare_job(template, f"bench-bare-{tag}-{i}", "bare") for i in range(count)]
 
     async def one(i: int) -> None:
-        await client.create(bare_job(template, f"bench-bare-{tag}-{i}", "bare"))
+        await client.create(jobs[i])
 
     try:
-        await one(-1)  # connections and TLS made before the clock starts (the server's are warm too)
+        await client.create(bare_job(template, f"bench-bare-{tag}-warm", "bare"))  # connections and TLS
         phase.seconds, phase.latencies = await bounded(count, concurrency, one)
         phase.count = count
     finally:
@@ -238,48 +246,87 @@ async def bare_phase(name: str, count: int, concurrency: int, template: dict[str
 
 
 async def platform_phase(server: Server, count: int, concurrency: int, body: dict[str, Any]) -> tuple[Phase, list[str]]:
+    """The same HTTP client library as the bare loop's (aiohttp), so the two phases' client CPU,
+    which shares the box's cores with the server and the control plane, is alike."""
     phase = Phase("platform POST /api/v1/runs")
     ids: list[str] = []
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=server.url + "/api/v1", limits=limits, timeout=120,
-                                 headers={"Authorization": f"Bearer {server.token}"}) as api:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(base_url=server.url, connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=120),
+                                     headers={"Authorization": f"Bearer {server.token}"}) as api:
         async def one(i: int) -> None:
-            r = await api.post("/runs", json=body)
-            if r.status_code != 201:
-                raise RuntimeError(f"POST /runs answered {r.status_code}: {r.text[:500]}")
-            ids.append(r.json()["id"])
+            async with api.post("/api/v1/runs", json=body) as r:
+                text = await r.text()
+                if r.status != 201:
+                    raise RuntimeError(f"POST /runs answered {r.status}: {text[:500]}")
+            ids.append(json.loads(text)["id"])
 
-        await api.get("/health")
+        async with api.get("/api/v1/health") as r:
+            await r.read()
         phase.seconds, phase.latencies = await bounded(count, concurrency, one)
         phase.count = count
     return phase, ids
 
 
+def box_busy_seconds() -> float:
+    """CPU seconds the whole box has spent busy (all cores, Linux /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def settle(ns: str, expected_pods: int, timeout: float) -> float:
-    """Wait until the Job controller made a pod for every Job so far (bounded); seconds waited."""
+    """Wait (bounded) until the previous phase's work is over: the Job controller made a pod for
+    every Job so far, every pod has succeeded (kwok), and the box is idle again (the server's
+    bookkeeping, the controllers' status writes), so a phase does not pay for the one before it.
+    Seconds waited."""
     start = time.time()
     while time.time() - start < timeout:
-        out = kubectl("-n", ns, "get", "pods", "-o", "name", check=False).stdout
-        if len(out.split()) >= expected_pods:
+        phases = kubectl("-n", ns, "get", "pods", "-o", "jsonpath={.items[*].status.phase}", check=False).stdout
+        if phases.split().count("Succeeded") >= expected_pods:
             break
         time.sleep(1)
+    quiet = 0
+    while time.time() - start < timeout and quiet < 2:
+        before, t = box_busy_seconds(), time.time()
+        time.sleep(1)
+        load = (box_busy_seconds() - before) / (time.time() - t) / (os.cpu_count() or 1)
+        quiet = quiet + 1 if load < 0.15 else 0
+    return time.time() - start
+
+
+def wait_for_earlier_namespaces(ns: str, timeout: float) -> float:
+    """An earlier run's namespace is deleted in the background (its thousand Jobs and pods, at the
+    controllers' pace, minutes): wait (bounded) until no other benchmark namespace is left, so its
+    deletion does not land on this run's phases. Seconds waited."""
+    start = time.time()
+    while time.time() - start < timeout:
+        names = kubectl("get", "namespaces", "-o", "name", check=False).stdout.split()
+        if not [n for n in names if n.startswith("namespace/mlp-bench-") and n != f"namespace/{ns}"]:
+            break
+        time.sleep(2)
     return time.time() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=500, help="runs through the platform and Jobs bare (500)")
+    parser.add_argument("--count", type=int, default=250, help="Jobs per phase (250: 500 each way in the default order)")
+    parser.add_argument("--order", default="bare,platform,platform,bare",
+                        help="the phases in order, each 'bare' or 'platform' (bare,platform,platform,bare)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight, both ways (16)")
     parser.add_argument("--settle", type=float, default=120.0, help="max seconds to wait between phases")
     parser.add_argument("--keep", action="store_true", help="keep the namespace (for a look afterwards)")
     args = parser.parse_args()
     kubeconfig()
+    kinds = args.order.split(",")
+    if not set(kinds) <= {"bare", "platform"} or {"bare", "platform"} - set(kinds):
+        parser.error(f"--order: expected phases 'bare' and 'platform' separated by commas, got {args.order!r}")
 
     ns = f"mlp-bench-{uuid.uuid4().hex[:8]}"
     tmp = Path(tempfile.mkdtemp(prefix="mlp-kube-bench-"))
     server: Server | None = None
     print(f"control plane {KubeClient.from_kubeconfig(kubeconfig()).config.server}, namespace {ns}, "
-          f"{args.count} Jobs each way, {args.concurrency} in flight, {os.cpu_count()} CPUs")
+          f"phases {args.order}, {args.count} Jobs each, {args.concurrency} in flight, {os.cpu_count()} CPUs")
     try:
         make_namespace(ns)
         server = Server(tmp, ns, {})
@@ -297,27 +344,54 @@ def main() -> None:
         job = json.loads(kubectl("-n", ns, "get", "job", mf.job_name(warm["id"]), "-o", "json").stdout)
         template = job_template(job)
         pods = 1
+        waited = wait_for_earlier_namespaces(ns, 600)
+        if waited > 1:
+            print(f"  (waited {waited:.0f} s for an earlier run's namespace to be deleted)", flush=True)
 
-        bare = asyncio.run(bare_phase("bare loop", args.count, args.concurrency, template))
-        print(bare.line(), flush=True)
-        pods += args.count
-        waited = settle(ns, pods, args.settle)
-        print(f"  (waited {waited:.0f} s for the Job controller to make {pods} pods)", flush=True)
+        # Alternating order (bare, platform, platform, bare by default): whatever drifts during
+        # the run — the namespace filling up, the Job controller's backlog, the box's other load —
+        # falls on both ways alike.
+        totals = {"bare": Phase("bare loop"), "platform": Phase("platform POST /api/v1/runs")}
+        server_cpu = 0.0
+        all_ids: list[str] = []
+        for kind in args.order.split(","):
+            waited = settle(ns, pods, args.settle)
+            print(f"  (waited {waited:.0f} s for {pods} pods to be made and succeed and the box to go idle)",
+                  flush=True)
+            client_cpu, box_before = time.process_time(), box_busy_seconds()
+            if kind == "bare":
+                phase = asyncio.run(bare_phase("bare loop", args.count, args.concurrency, template))
+                pods += args.count + 1
+            else:
+                cpu_before = cpu_seconds(server.proc.pid)
+                phase, ids = asyncio.run(platform_phase(server, args.count, args.concurrency, body))
+                used = cpu_seconds(server.proc.pid) - cpu_before
+                server_cpu += used
+                all_ids += ids
+                pods += args.count
+            print(phase.line(), flush=True)
+            box = box_busy_seconds() - box_before
+            print(f"  (the box was busy {box:.2f} CPU-s of {phase.seconds * (os.cpu_count() or 1):.2f}; "
+                  f"this client used {time.process_time() - client_cpu:.2f} s"
+                  + (f"; the mlp server {used:.2f} s: {used / args.count * 1000:.1f} ms per run)"
+                     if kind == "platform" else ")"), flush=True)
+            total = totals[kind]
+            total.seconds += phase.seconds
+            total.count += phase.count
+            total.latencies += phase.latencies
 
-        cpu_before = cpu_seconds(server.proc.pid)
-        plat, ids = asyncio.run(platform_phase(server, args.count, args.concurrency, body))
-        server_cpu = cpu_seconds(server.proc.pid) - cpu_before
-        print(plat.line(), flush=True)
-        print(f"  (the mlp server used {server_cpu:.2f} s of CPU: {server_cpu / args.count * 1000:.1f} ms per run)",
-              flush=True)
-        pods += args.count
         present = set(kubectl("-n", ns, "get", "jobs", "-o", "name").stdout.split())
-        missing = [i for i in ids if f"job.batch/{mf.job_name(i)}" not in present]
-        made = len(ids) - len(missing)
-        print(f"  ({made}/{len(ids)} platform Jobs found in the namespace)", flush=True)
-
+        missing = [i for i in all_ids if f"job.batch/{mf.job_name(i)}" not in present]
+        made = len(all_ids) - len(missing)
+        bare, plat = totals["bare"], totals["platform"]
+        print()
+        print("all phases together:")
+        print(bare.line())
+        print(plat.line())
+        print(f"  (the mlp server used {server_cpu:.2f} s of CPU: {server_cpu / plat.count * 1000:.1f} ms per run; "
+              f"{made}/{len(all_ids)} platform Jobs found in the namespace)")
         ratio = plat.seconds / bare.seconds
-        ok_rate = plat.rate >= GOAL_RATE and made == len(ids)
+        ok_rate = plat.rate >= GOAL_RATE and made == len(all_ids)
         ok_ratio = ratio <= GOAL_RATIO
         print()
         print(f"platform: {plat.rate:6.1f} Jobs/s       goal ≥ {GOAL_RATE:.0f} Jobs/s   "
