@@ -58,13 +58,14 @@ def test_restart_while_still_running_keeps_watching(mlp_server, tmp_path):
     nb = tmp_path / "slow.ipynb"
     nb.write_text(notebook(cell(SLOW_MODEL)))
     mlp_server.mlp("models", "save", str(nb), "--name", "slow")
-    run = mlp_server.mlp_json("train", "slow", "--hp", "seconds=5")
+    # Long enough to outlast a restart on a loaded machine (5 s did not, once, in CI).
+    run = mlp_server.mlp_json("train", "slow", "--hp", "seconds=20")
     time.sleep(1.0)
     mlp_server.kill()
     mlp_server.start()
     with mlp_server.api() as api:
         assert api.get(f"/runs/{run['id']}").json()["status"] in ("pending", "running")
-    assert mlp_server.wait_run(run["id"], timeout=30)["status"] == "succeeded"
+    assert mlp_server.wait_run(run["id"], timeout=60)["status"] == "succeeded"
 
 
 def test_process_killed_while_server_down_is_failed(mlp_server, tmp_path):

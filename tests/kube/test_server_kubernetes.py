@@ -113,6 +113,7 @@ def test_server_on_kubernetes_trains_cancels_deploys_and_survives_kill_9(mlp_ser
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
 
     # kill -9 and restart: every state stays true.
+    generation = deployment["metadata"]["generation"]
     server.kill()
     server.start()
     time.sleep(3.0)  # several reconcile passes of the new server
@@ -120,7 +121,14 @@ def test_server_on_kubernetes_trains_cancels_deploys_and_survives_kill_9(mlp_ser
     assert run_of(server, stuck["id"])["status"] == "cancelled"
     after = run_of(server, kept["id"])
     assert after["status"] == "pending" and "Insufficient nvidia.com/gpu" in after["reason"], after
-    assert server.mlp_json("deployments", "show", "iris")["status"] == "ready"
+    # The deployment reads ready again (within a bounded wait: on a loaded machine the API server may
+    # report its pods' availability late), and the restart rolled nothing out.
+    deadline = time.monotonic() + 60
+    while (shown := server.mlp_json("deployments", "show", "iris"))["status"] != "ready":
+        now = get_json(namespace, "deployment", "mlp-dep-iris")
+        assert time.monotonic() < deadline, (shown, now["metadata"]["generation"], now.get("status"))
+        time.sleep(0.5)
+    assert get_json(namespace, "deployment", "mlp-dep-iris")["metadata"]["generation"] == generation
     get_json(namespace, "job", f"mlp-run-{kept['id']}")
     get_json(namespace, "job", job_name)
     assert "NotFound" in kubectl("-n", namespace, "get", gone[0], check=False).stderr
