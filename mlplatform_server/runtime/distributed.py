@@ -24,10 +24,11 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 from pathlib import Path
 
 from ..errors import PlatformError
@@ -162,21 +163,45 @@ def with_flags(env: Mapping[str, str], flags: Mapping[str, Any] | None) -> dict[
 
 
 def run_workers(plan: WorkerPlan, env: Mapping[str, str], result_path: Path | None) -> None:
-    """Run this node's workers (their output is this process's); WorkersFailed when one fails,
-    after the others are stopped. A SIGTERM here stops them all."""
+    """Run this node's workers (their output becomes this process's, a whole line at a time: see
+    :func:`forward_lines`); WorkersFailed when one fails, after the others are stopped. A SIGTERM
+    here stops them all."""
     print(f"MLP_DISTRIBUTED {plan.describe()}", flush=True)
     workers = [subprocess.Popen([sys.executable, "-m", "mlplatform_server.runtime", "train"],
-                                env={**env, **plan.worker_env(local_rank)})
+                                env={**env, **plan.worker_env(local_rank)},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                for local_rank in range(plan.nproc_per_node)]
+    lock = threading.Lock()
+    forwarders = [threading.Thread(target=forward_lines, args=(stream, sink, lock), daemon=True)
+                  for worker in workers
+                  for stream, sink in ((worker.stdout, sys.stdout.buffer), (worker.stderr, sys.stderr.buffer))]
+    for forwarder in forwarders:
+        forwarder.start()
     try:
-        code = _first_failure_code(workers)
-    except BaseException:  # _Terminated or SIGINT
-        _stop_workers(workers)
-        raise
-    if code is not None:
-        _stop_workers(workers)
-        failed = first_failure(result_path, env) if result_path is not None else None
-        raise WorkersFailed(failed or f"a worker exited with code {code}")
+        try:
+            code = _first_failure_code(workers)
+        except BaseException:  # _Terminated or SIGINT
+            _stop_workers(workers)
+            raise
+        if code is not None:
+            _stop_workers(workers)
+            failed = first_failure(result_path, env) if result_path is not None else None
+            raise WorkersFailed(failed or f"a worker exited with code {code}")
+    finally:
+        for forwarder in forwarders:  # bounded: a worker's own child may hold its pipe open
+            forwarder.join(timeout=5)
+
+
+def forward_lines(stream: BinaryIO, sink: BinaryIO, lock: threading.Lock) -> None:
+    """Copy a worker's output to ``sink`` one whole line per write. Workers print unbuffered
+    (PYTHONUNBUFFERED), so ``print`` writes a line and its newline separately; sharing one output,
+    another worker's line — rank 0's ``MLP_METRIC`` line — could land between the two and no longer
+    start a line (a metric lost; seen in CI)."""
+    with stream:
+        for line in iter(stream.readline, b""):
+            with lock:
+                sink.write(line)
+                sink.flush()
 
 
 def _first_failure_code(workers: list[subprocess.Popen]) -> int | None:

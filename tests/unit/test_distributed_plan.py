@@ -64,3 +64,32 @@ def test_backends_give_rendezvous_only_to_runs_of_several_processes():
     assert several["WORLD_SIZE"] == "3" and "NODE_RANK" not in several  # each pod's own index
     with pytest.raises(InvalidInput, match="spans 3 nodes, but the process backend runs on one machine"):
         refuse_several_nodes(Hardware(name="cpu-3n", cpu=2, memory="4Gi", nodes=3), "process")
+
+
+def test_worker_output_reaches_the_node_a_whole_line_at_a_time(tmp_path):
+    """Two unbuffered workers print at once (print: the text, then its newline, two writes); through
+    forward_lines into one output every line arrives whole, so each MLP_METRIC line starts a line."""
+    import subprocess
+    import sys
+    import threading
+
+    from mlplatform_server.runtime.distributed import forward_lines
+
+    script = ("import sys\nfor i in range(3000):\n"
+              "    print(sys.argv[1] + str(i) + ' ' + 'x' * (i % 97))\n")
+    env = {"PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}
+    workers = [subprocess.Popen([sys.executable, "-c", script, tag], stdout=subprocess.PIPE, env=env)
+               for tag in ("MLP_METRIC ", "rank 1 says ")]
+    out = (tmp_path / "node.log").open("wb")
+    lock = threading.Lock()
+    threads = [threading.Thread(target=forward_lines, args=(w.stdout, out, lock)) for w in workers]
+    for thread in threads:
+        thread.start()
+    for worker in workers:
+        assert worker.wait(timeout=60) == 0
+    for thread in threads:
+        thread.join(timeout=30)
+    out.close()
+    lines = (tmp_path / "node.log").read_text().splitlines()
+    expected = {f"{tag}{i} {'x' * (i % 97)}" for tag in ("MLP_METRIC ", "rank 1 says ") for i in range(3000)}
+    assert len(lines) == 6000 and set(lines) == expected
