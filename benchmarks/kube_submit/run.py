@@ -37,7 +37,6 @@ import copy
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,6 +53,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import aiohttp  # noqa: E402
 import httpx  # noqa: E402
 
+from mlplatform_server.backends.common import free_port  # noqa: E402
 from mlplatform_server.backends.kubernetes import manifests as mf  # noqa: E402
 from mlplatform_server.backends.kubernetes.client import KubeClient  # noqa: E402
 from kubetest import claim_manifests  # noqa: E402
@@ -97,12 +97,6 @@ def make_namespace(ns: str) -> None:
 def drop_namespace(ns: str) -> None:
     kubectl("delete", "namespace", ns, "--wait=false", check=False)
     kubectl("delete", "pv", f"{ns}-data", "--wait=false", check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:

@@ -204,14 +204,20 @@ async def throttled_waves(throttled: Throttled, client: KubeClient) -> tuple[lis
 WAVES = 5
 
 
+async def throttled_creates(throttled: Throttled, client: KubeClient) -> tuple[list[Any], float, int]:
+    """Once the server sends ``client``'s requests to our level: :func:`throttled_waves`; the client
+    is closed afterwards."""
+    try:
+        await wait_for_level(throttled, client)
+        return await throttled_waves(throttled, client)
+    finally:
+        await client.close()
+
+
 async def test_client_retries_real_429s_honouring_retry_after(throttled: Throttled):
     client = throttled.client()  # the platform's defaults: 6 retries, max_backoff 5 s
     answers = Answers(client)
-    try:
-        await wait_for_level(throttled, client)
-        created, took, counted = await throttled_waves(throttled, client)
-    finally:
-        await client.close()
+    created, took, counted = await throttled_creates(throttled, client)
     errors = [c for c in created if isinstance(c, BaseException)]
     assert not errors, [repr(e) for e in errors]
     names = sorted(c["metadata"]["name"] for c in created)
@@ -252,12 +258,7 @@ async def test_client_retries_real_429s_honouring_retry_after(throttled: Throttl
 async def test_client_without_retries_left_raises_api_error_429(throttled: Throttled):
     """A 429 on the last attempt (here the only one: retries=0) raises ApiError 429, not any other
     kind of error; the creates the server let through are there."""
-    client = throttled.client(retries=0)
-    try:
-        await wait_for_level(throttled, client)
-        results, _, counted = await throttled_waves(throttled, client)
-    finally:
-        await client.close()
+    results, _, counted = await throttled_creates(throttled, throttled.client(retries=0))
 
     errors = [r for r in results if isinstance(r, BaseException)]
     assert errors, "no create was throttled"
