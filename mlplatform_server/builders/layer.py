@@ -60,13 +60,15 @@ def derive_config(base: dict[str, Any], ctx: BuildContext, diff_id: str, base_re
     config["created"] = ctx.created
     config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
     config["rootfs"]["diff_ids"] = list(config["rootfs"].get("diff_ids") or []) + [diff_id]
-    history = list(config.get("history") or [])
-    history.append({
-        "created": ctx.created,
-        "created_by": f"mlplatform layer builder: COPY code/ {CODE_DIR}/ ({len(ctx.files)} files)",
-        "comment": f"{ctx.model}:{ctx.version} on {base_ref}",
-    })
-    config["history"] = history
+    # History is optional, but where there is one each layer needs its entry: add ours only to a
+    # base that has one (environment images are built without, to keep every model image's config
+    # small; the labels say what this layer is).
+    if config.get("history"):
+        config["history"] = list(config["history"]) + [{
+            "created": ctx.created,
+            "created_by": f"mlplatform layer builder: COPY code/ {CODE_DIR}/ ({len(ctx.files)} files)",
+            "comment": f"{ctx.model}:{ctx.version} on {base_ref}",
+        }]
     return config
 
 

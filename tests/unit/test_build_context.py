@@ -156,3 +156,25 @@ def test_image_refs_and_credentials(tmp_path):
     assert load_credentials(auth, "reg.example.com") == ("u", "p:w")
     assert load_credentials(auth, "other:1") == ("x", "y")
     assert load_credentials(auth, "nope") is None
+
+
+def test_derived_config_adds_the_layer_and_history_only_where_the_base_has_history():
+    """A history, where there is one, needs an entry per layer; environment images have none
+    (built with --omit-history) and the model image then gets none either."""
+    from mlplatform_server.builders.layer import derive_config
+
+    ctx = context()
+    base = {"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/bin", "MLP_MODULE_PATH=old"]},
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "1" * 64]}}
+    bare = derive_config(base, ctx, "sha256:" + "2" * 64, BASE, "sha256:" + "3" * 64)
+    assert "history" not in bare and "history" not in base
+    assert bare["rootfs"]["diff_ids"] == ["sha256:" + "1" * 64, "sha256:" + "2" * 64]
+    assert base["rootfs"]["diff_ids"] == ["sha256:" + "1" * 64]  # the base's config is not changed
+    assert bare["config"]["Env"] == ["PATH=/bin", "MLP_MODULE_PATH=/mlp/code/model.py"]
+    assert bare["config"]["Labels"]["io.mlplatform.model"] == "iris"
+
+    with_history = dict(base, history=[{"created_by": "debootstrap"}])
+    derived = derive_config(with_history, ctx, "sha256:" + "2" * 64, BASE, "sha256:" + "3" * 64)
+    assert [h["created_by"] for h in derived["history"]][0] == "debootstrap"
+    assert len(derived["history"]) == len(derived["rootfs"]["diff_ids"]) == 2
+    assert derived["history"][1]["comment"] == f"iris:1 on {BASE}"
