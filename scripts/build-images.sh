@@ -144,13 +144,15 @@ podman tag "$BASE_IMAGE" "$BASE_REPO:latest"
 # ------------------------------------------------------------------ environment images
 HOST_CA=/etc/ssl/certs/ca-certificates.crt   # for pip in RUN steps (see images/base/Dockerfile)
 
-podman_build() {  # image from context log
+podman_build() {  # image from context [extra podman build args...]
   local image=$1 from=$2 context=$3 start=$SECONDS
+  shift 3
   local log_file="$TESTENV/image-build-${image##*/}.log"
   log_file="${log_file/:/-}"
   local args=(--pull=never --network host --build-arg "FROM_IMAGE=$from"
               --label "mlplatform.from=$from" -t "$image")
   [[ -s $HOST_CA ]] && args+=(--volume "$HOST_CA:/run/mlplatform/host-ca.crt:ro")
+  args+=("$@")
   log "building $image (from $from)"
   podman build "${args[@]}" "$context" >"$log_file" 2>&1 \
     || { log "podman build of $image failed; tail of $log_file:"; tail -n 40 "$log_file" >&2; exit 1; }
@@ -186,7 +188,9 @@ final_image() {  # name deps
   IMAGE="$REPO/$name:$( { echo "$deps"; echo "$SOURCES_HASH"; } | short_hash )"
   if ! podman image exists "$IMAGE"; then
     build_wheel
-    podman_build "$IMAGE" "$deps" "$WHEEL_DIR"
+    # --no-cache: the wheel is bind-mounted (images/runtime), so the build cache cannot see that it
+    # changed and would reuse the layer of an older wheel.
+    podman_build "$IMAGE" "$deps" "$WHEEL_DIR" --no-cache
   fi
   podman tag "$IMAGE" "$REPO/$name:latest"
 }
