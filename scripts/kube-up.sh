@@ -286,9 +286,16 @@ write_kwok_config() {
 write_kwok_config
 
 # kwok manages only the nodes annotated kwok.x-k8s.io/node=fake.
+# --node-lease-duration-seconds: kwok renews each fake node's Lease (kube-node-lease) like a
+# kubelet. Its default (40) is applied only to a KwokConfiguration document, which our --config
+# (stages only) has none of: kwok then ran no lease controller and took the heartbeat stage meant
+# for nodes with a lease (a status heartbeat every 10-20 min), so past the 5 min grace below the
+# node lifecycle controller marked both nodes NotReady every 5 minutes and every pod on them
+# NotReady (kwok re-readied the nodes, not the pods): a Deployment was then unavailable for good.
 start kwok - \
   --kubeconfig="$KUBE_DIR/kwok.kubeconfig" \
   --config="$KUBE_DIR/kwok-stages.yaml" \
+  --node-lease-duration-seconds=40 \
   --manage-all-nodes=false \
   --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
   --node-ip=127.0.0.1 \

@@ -148,6 +148,22 @@ def test_kwok_nodes_are_ready_with_their_capacity(kube: Kube) -> None:
     assert "nvidia.com/gpu" not in nodes[CPU_NODE]["status"]["allocatable"]
 
 
+def test_kwok_renews_each_nodes_lease_like_a_kubelet(kube: Kube) -> None:
+    """Without a renewed Lease the node lifecycle controller marks the nodes NotReady once the
+    grace period (5 min here) passes, and with them every pod on them NotReady for good (kwok
+    re-readies the nodes, not the pods): a Deployment made earlier then never reads available."""
+    from datetime import datetime, timezone
+
+    leases = {item["metadata"]["name"]: item["spec"] for item in json.loads(
+        kube.kubectl("-n", "kube-node-lease", "get", "leases", "-o", "json").stdout)["items"]}
+    for node in (CPU_NODE, GPU_NODE):
+        assert node in leases, f"no Lease for {node} in kube-node-lease (kwok runs no lease controller)"
+        spec = leases[node]
+        renewed = datetime.strptime(spec["renewTime"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+        age = (datetime.now(timezone.utc) - renewed).total_seconds()
+        assert age < spec["leaseDurationSeconds"], f"{node}'s Lease was last renewed {age:.0f} s ago"
+
+
 def test_rbac_answers_auth_can_i(kube: Kube) -> None:
     admin = kube.kubectl("auth", "can-i", "create", "jobs.batch", "-n", kube.namespace)
     assert admin.stdout.strip() == "yes"

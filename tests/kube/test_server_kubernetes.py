@@ -121,8 +121,9 @@ def test_server_on_kubernetes_trains_cancels_deploys_and_survives_kill_9(mlp_ser
     assert run_of(server, stuck["id"])["status"] == "cancelled"
     after = run_of(server, kept["id"])
     assert after["status"] == "pending" and "Insufficient nvidia.com/gpu" in after["reason"], after
-    # The deployment reads ready again (within a bounded wait: on a loaded machine the API server may
-    # report its pods' availability late), and the restart rolled nothing out.
+    # The deployment reads ready again (within a bounded wait, for the Deployment controller's
+    # status), and the restart rolled nothing out. (This once failed when kwok renewed no node
+    # Leases: every 5 minutes all pods were marked NotReady for good; docs/kube-rig.md.)
     deadline = time.monotonic() + 60
     while (shown := server.mlp_json("deployments", "show", "iris"))["status"] != "ready":
         now = get_json(namespace, "deployment", "mlp-dep-iris")
