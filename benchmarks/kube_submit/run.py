@@ -291,12 +291,15 @@ def settle(ns: str, expected_pods: int, timeout: float) -> float:
 
 def wait_for_earlier_namespaces(ns: str, timeout: float) -> float:
     """An earlier run's namespace is deleted in the background (its thousand Jobs and pods, at the
-    controllers' pace, minutes): wait (bounded) until no other benchmark namespace is left, so its
-    deletion does not land on this run's phases. Seconds waited."""
+    controllers' pace, minutes): wait (bounded) until no other benchmark namespace is left and no
+    namespace at all is being deleted (a spawn benchmark's or a test's, too), so that deletion does
+    not land on this run's phases. Seconds waited."""
     start = time.time()
     while time.time() - start < timeout:
-        names = kubectl("get", "namespaces", "-o", "name", check=False).stdout.split()
-        if not [n for n in names if n.startswith("namespace/mlp-bench-") and n != f"namespace/{ns}"]:
+        listed = kubectl("get", "namespaces", "-o", "jsonpath={range .items[*]}{.metadata.name} "
+                         "{.status.phase}{'\\n'}{end}", check=False).stdout
+        others = [line.split() for line in listed.splitlines() if line.split() and line.split()[0] != ns]
+        if not [name for name, *phase in others if name.startswith("mlp-bench-") or phase == ["Terminating"]]:
             break
         time.sleep(2)
     return time.time() - start
