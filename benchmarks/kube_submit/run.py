@@ -296,10 +296,11 @@ def wait_for_earlier_namespaces(ns: str, timeout: float) -> float:
     not land on this run's phases. Seconds waited."""
     start = time.time()
     while time.time() - start < timeout:
-        listed = kubectl("get", "namespaces", "-o", "jsonpath={range .items[*]}{.metadata.name} "
-                         "{.status.phase}{'\\n'}{end}", check=False).stdout
-        others = [line.split() for line in listed.splitlines() if line.split() and line.split()[0] != ns]
-        if not [name for name, *phase in others if name.startswith("mlp-bench-") or phase == ["Terminating"]]:
+        listed = kubectl("get", "namespaces", "-o", "json", check=False).stdout
+        busy = [item["metadata"]["name"] for item in (json.loads(listed)["items"] if listed else [])
+                if item["metadata"]["name"] != ns and (item["metadata"]["name"].startswith("mlp-bench-")
+                                                       or item.get("status", {}).get("phase") == "Terminating")]
+        if not busy:
             break
         time.sleep(2)
     return time.time() - start
@@ -314,10 +315,13 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=120.0, help="max seconds to wait between phases")
     parser.add_argument("--keep", action="store_true", help="keep the namespace (for a look afterwards)")
     args = parser.parse_args()
-    kubeconfig()
     kinds = args.order.split(",")
     if not set(kinds) <= {"bare", "platform"} or {"bare", "platform"} - set(kinds):
         parser.error(f"--order: expected phases 'bare' and 'platform' separated by commas, got {args.order!r}")
+    for flag in ("count", "concurrency"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag}: expected a whole number of at least 1, got {getattr(args, flag)}")
+    kubeconfig()
 
     ns = f"mlp-bench-{uuid.uuid4().hex[:8]}"
     tmp = Path(tempfile.mkdtemp(prefix="mlp-kube-bench-"))
@@ -351,7 +355,7 @@ def main() -> None:
         totals = {"bare": Phase("bare loop"), "platform": Phase("platform POST /api/v1/runs")}
         server_cpu = 0.0
         all_ids: list[str] = []
-        for kind in args.order.split(","):
+        for kind in kinds:
             waited = settle(ns, pods, args.settle)
             print(f"  (waited {waited:.0f} s for {pods} pods to be made and succeed and the box to go idle)",
                   flush=True)

@@ -142,6 +142,8 @@ def main() -> None:
     parser.add_argument("--gap", type=float, default=0.2,
                         help="untimed seconds after each spawn's stop, before the next (0.2)")
     args = parser.parse_args()
+    if args.count < 1 or args.gap < 0:
+        parser.error(f"expected --count of at least 1 and --gap of at least 0, got {args.count} and {args.gap}")
     logging.getLogger("JupyterHub").setLevel(logging.WARNING)  # KubeSpawner logs every step at INFO
     print(f"{args.count} spawns each way (form → pod Running via KubeSpawner.start), {os.cpu_count()} CPUs, "
           f"{args.gap} s between spawns")

@@ -61,8 +61,8 @@ def derive_config(base: dict[str, Any], ctx: BuildContext, diff_id: str, base_re
     config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
     config["rootfs"]["diff_ids"] = list(config["rootfs"].get("diff_ids") or []) + [diff_id]
     # History is optional, but where there is one each layer needs its entry: add ours only to a
-    # base that has one (environment images are built without, to keep every model image's config
-    # small; the labels say what this layer is).
+    # base that has one (a base built without history would otherwise get one entry for N layers;
+    # the labels say what this layer is either way).
     if config.get("history"):
         config["history"] = list(config["history"]) + [{
             "created": ctx.created,

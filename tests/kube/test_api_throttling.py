@@ -48,6 +48,7 @@ from mlplatform_server.backends.kubernetes.client import ApiError, KubeClient, K
 FLOWCONTROL = "flowcontrol.apiserver.k8s.io/v1"
 SA = "throttled"
 N = 60  # concurrent creates: far beyond the level's 3 seats
+WAVES = 5  # waves of N creates at most, until the server rejected some (see the module doc)
 
 
 class Throttled:
@@ -199,9 +200,6 @@ async def throttled_waves(throttled: Throttled, client: KubeClient) -> tuple[lis
         if rejected:
             break
     return results, took, rejected
-
-
-WAVES = 5
 
 
 async def throttled_creates(throttled: Throttled, client: KubeClient) -> tuple[list[Any], float, int]:

@@ -159,8 +159,8 @@ def test_image_refs_and_credentials(tmp_path):
 
 
 def test_derived_config_adds_the_layer_and_history_only_where_the_base_has_history():
-    """A history, where there is one, needs an entry per layer; environment images have none
-    (built with --omit-history) and the model image then gets none either."""
+    """A history, where there is one, needs an entry per layer: a base without one (an image
+    built with --omit-history, say) gives a model image without one."""
     from mlplatform_server.builders.layer import derive_config
 
     ctx = context()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import codecs
-import json as jsonlib
 import logging
 import os
 import random
@@ -292,18 +291,19 @@ class KubeClient:
         ``metadata_only``: only the object's apiVersion, kind and metadata (name, uid, labels...) come
         back (the server answers a ``PartialObjectMetadata``), so neither side encodes or parses the
         whole object."""
-        accept = METADATA_ONLY if metadata_only else None
-        created = await self._post_new(obj, accept)
-        meta = obj["metadata"]
+        created = await self._post_new(obj, METADATA_ONLY if metadata_only else None)
         if created is None:
-            path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
-            created = await self.request("GET", path, accept=accept)
+            meta = obj["metadata"]
+            created = await self.get(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"],
+                                     metadata_only=metadata_only)
         if metadata_only:
             return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": created["metadata"]}
         return created
 
-    async def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
-        return await self.request("GET", resource_path(api_version, kind, namespace, name))
+    async def get(self, api_version: str, kind: str, namespace: str | None, name: str, *,
+                  metadata_only: bool = False) -> dict[str, Any]:
+        return await self.request("GET", resource_path(api_version, kind, namespace, name),
+                                  accept=METADATA_ONLY if metadata_only else None)
 
     async def get_or_none(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
         try:
@@ -436,7 +436,7 @@ def _selectors(label_selector: str | None, field_selector: str | None) -> dict[s
 
 def _error(status: int, reason: str, body: bytes) -> ApiError:
     try:
-        parsed = jsonlib.loads(body)
+        parsed = orjson.loads(body)
     except ValueError:
         parsed = {}
     if not isinstance(parsed, dict):
