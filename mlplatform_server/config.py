@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -141,7 +141,17 @@ class BuildKitSettings(_Strict):
     _quantities = field_validator("memory", "ephemeral_storage")(_check_quantity)
 
 
+class LayerSettings(_Strict):
+    """The `layer` builder (builders/layer.py). ``history``: ``compact`` (per base layer only its
+    date; the commands stay on the base image, named by digest in the manifest) or ``full`` (the
+    base's history as it is plus the code layer's entry: ≈ 2.2 KB more per build on the python
+    environment)."""
+
+    history: Literal["compact", "full"] = "compact"
+
+
 class BuildersConfig(_Strict):
+    layer: LayerSettings = Field(default_factory=LayerSettings)
     buildkit: BuildKitSettings = Field(default_factory=BuildKitSettings)
 
 

@@ -8,7 +8,7 @@ auto-removed, so the exit code, the OOM flag and the logs survive a crash of the
 server); `cleanup` copies the log to ``run_dir/logs.txt`` and only then removes the container.
 
 Layout inside a container (the model's code is bind-mounted, unless the image is the version's
-model image from ``mlp build``, labelled ``io.mlplatform.model``/``version``: then the code and the
+model image from ``mlp build``, labelled with its model, version and content hash: then the code and the
 notebook folder's files are in the image at the same path, and nothing is mounted over them):
 
 - ``/mlp/code``  ← ``spec.module_path.parent``, read-only
@@ -66,6 +66,7 @@ import docker
 import docker.errors
 import docker.types
 
+from ..builders.context import CONTENT_HASH_LABEL, MODEL_LABEL, VERSION_LABEL
 from ..errors import BackendError, InvalidInput
 from .base import Backend, DeploymentSpec, DeploymentStatus, Hardware, RunSpec, RunState, RunStatus
 from .common import append_text, free_port, ping, read_result, read_text, refuse_several_nodes, rendezvous_env
@@ -330,7 +331,8 @@ class DockerBackend(Backend):
                 labels = self.client.images.get(image).labels or {}
         except docker.errors.DockerException:
             return False
-        return labels.get("io.mlplatform.model") == model and labels.get("io.mlplatform.version") == version
+        return (CONTENT_HASH_LABEL in labels and labels.get(MODEL_LABEL) == model
+                and labels.get(VERSION_LABEL) == version)
 
     def _code(self, mounts: "_Mounts", image: str, module_path: Path, model: str, version: str) -> bool:
         if self._code_in_image(image, model, version):

@@ -47,6 +47,14 @@ class CodeLayer:
     tar_size: int
 
 
+# A model image's labels (make_context). MODEL_LABEL and VERSION_LABEL with CONTENT_HASH_LABEL mark
+# an image as the platform's model image (backends/docker.py mounts no code over one).
+MODEL_LABEL = "org.opencontainers.image.title"
+VERSION_LABEL = "org.opencontainers.image.version"
+REVISION_LABEL = "org.opencontainers.image.revision"  # the version's git commit
+CONTENT_HASH_LABEL = "io.mlplatform.content-hash"
+
+
 @dataclass
 class BuildContext:
     model: str
@@ -281,19 +289,16 @@ def make_context(
     if total > max_bytes:
         raise ContextTooLarge(f"The build context ({_mib(total)}) is larger than the cap of {_mib(max_bytes)}",
                               max_bytes=max_bytes)
+    # One label per fact: the OCI ones where OCI has one; the image's date is the config's
+    # `created` (the layer builder makes it the version's, for a deterministic digest).
     labels = {
-        "org.opencontainers.image.title": model,
-        "org.opencontainers.image.version": version,
+        MODEL_LABEL: model,
+        VERSION_LABEL: version,
         "org.opencontainers.image.base.name": env_image,
-        "io.mlplatform.model": model,
-        "io.mlplatform.version": version,
-        "io.mlplatform.content-hash": content_hash,
+        CONTENT_HASH_LABEL: content_hash,
     }
-    if created:
-        labels["org.opencontainers.image.created"] = created
     if git_commit:
-        labels["org.opencontainers.image.revision"] = git_commit
-        labels["io.mlplatform.git-commit"] = git_commit
+        labels[REVISION_LABEL] = git_commit
     return BuildContext(
         model=model,
         version=version,

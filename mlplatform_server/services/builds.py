@@ -164,7 +164,8 @@ class BuildService:
         from ..builders.layer import build_layer
 
         if builder == "layer":
-            result = build_layer(ctx, target, registry_url, self.registry_auth_file)
+            result = build_layer(ctx, target, registry_url, self.registry_auth_file,
+                                 history=self.config.builders.layer.history)
         else:
             result = build_engine(ctx, target, registry_url, self.registry_auth_file, self.docker_host)
         return self._record(caller, ctx, result, environment)

@@ -87,13 +87,20 @@ def test_layer_build_is_read_by_skopeo_and_podman_runs_it(registries, private_en
 
     info = skopeo_inspect(result.image)
     assert info["Layers"][:-1] == base_info["Layers"] and info["Layers"][-1] == ctx.code_layer().digest
-    assert info["Labels"]["io.mlplatform.model"] == "iris" and info["Labels"]["io.mlplatform.version"] == "1"
-    assert info["Labels"]["io.mlplatform.git-commit"] == "0123abc"
-    assert info["Labels"]["org.opencontainers.image.base.digest"] == result.base_digest
+    assert info["Labels"]["org.opencontainers.image.title"] == "iris"
+    assert info["Labels"]["org.opencontainers.image.version"] == "1"
+    assert info["Labels"]["org.opencontainers.image.revision"] == "0123abc"
+    # the base is named in the OCI manifest's annotations (as buildah does), not again in the config
+    raw = skopeo_inspect(result.image, "--raw")
+    assert raw["annotations"]["org.opencontainers.image.base.digest"] == result.base_digest
+    assert raw["annotations"]["org.opencontainers.image.base.name"] == base
+    assert "org.opencontainers.image.base.digest" not in info["Labels"]
     assert "MLP_MODULE_PATH=/mlp/code/model.py" in info["Env"]
     config = skopeo_inspect(result.image, "--config")
     assert len(config["rootfs"]["diff_ids"]) == len(info["Layers"])
     assert config["config"]["WorkingDir"] == "/mlp"
+    # the default compact history: an entry per layer, the base's commands stay on the base
+    assert [set(h) for h in config["history"]] == [{"created"}] * (len(info["Layers"]) - 1) + [{"created", "created_by"}]
 
     _, engine = private_engine
     out = engine.containers.run(result.image, ["python3", "-c",
@@ -101,6 +108,29 @@ def test_layer_build_is_read_by_skopeo_and_podman_runs_it(registries, private_en
                                 "runpy.run_path(os.environ['MLP_MODULE_PATH'])['VALUE'])"],
                                 remove=True, working_dir="/mlp/code")
     assert out.decode().strip() == "['.mlpignore', 'helpers.py', 'iris.ipynb', 'model.py', 'vocab.bin'] 42"
+
+
+def test_a_model_image_is_a_base_podman_builds_on_with_either_history(registries, private_engine, tmp_path):
+    """Podman builds FROM a model image (a Dockerfile of several steps) with the compact history
+    and with the full one: each lists one entry per layer. (With no history at all Podman 4.3
+    fails the second step: "history lists 1 non-empty layers, but we have 6 layers on disk".)"""
+    docker_host, engine = private_engine
+    reg, base = registries["MLP_TEST_REGISTRY"], registries["MLP_TEST_BASE_REF"]
+    base_config = skopeo_inspect(base, "--config")
+    for history in ("compact", "full"):
+        model = build_layer(ctx_for(base, tmp_path, payload=0), ImageRef(reg, unique_repo(), "1"), reg, history=history)
+        config = skopeo_inspect(model.image, "--config")
+        non_empty = [h for h in config["history"] if not h.get("empty_layer")]
+        assert len(non_empty) == len(config["rootfs"]["diff_ids"]), history
+        if history == "full":
+            assert config["history"][:-1] == base_config["history"]
+            assert config["history"][-1]["created_by"].startswith("mlplatform layer builder: COPY code/")
+        on_top = ctx_for(model.image, tmp_path, model="derived", payload=0)
+        built = build_engine(on_top, ImageRef(reg, unique_repo(), "1"), reg, docker_host=docker_host)
+        out = engine.containers.run(built.image, ["python3", "-c", "import os; print(os.environ['MLP_MODULE_PATH'])"],
+                                    remove=True)
+        assert out.decode().strip() == "/mlp/code/model.py", history
+        assert len(engine.images.get(built.image).history()) >= len(non_empty) + 2, history
 
 
 def test_same_version_twice_gives_the_same_digest(registries, tmp_path):
@@ -125,7 +155,7 @@ def test_auth_registry_right_and_wrong_credentials(registries, tmp_path):
     user_password = json.loads(Path(auth_file).read_text())["auths"][reg]["auth"]
     import base64
     creds = base64.b64decode(user_password).decode()
-    assert skopeo_inspect(result.image, creds=creds)["Labels"]["io.mlplatform.model"] == "iris"
+    assert skopeo_inspect(result.image, creds=creds)["Labels"]["org.opencontainers.image.title"] == "iris"
 
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps({"auths": {reg: {"auth": base64.b64encode(b"mlp:wrong").decode()}}}))
@@ -186,6 +216,10 @@ def test_docker_schema2_base_and_an_oci_index(registries, tmp_path):
     raw = skopeo_inspect(result.image, "--raw")
     assert raw["mediaType"] == DOCKER_MANIFEST and len(raw["layers"]) == 2
     assert raw["layers"][1]["mediaType"] == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    # no annotations in a Docker manifest: the base is named in the config's labels
+    labels = skopeo_inspect(result.image)["Labels"]
+    assert labels["org.opencontainers.image.base.digest"] == result.base_digest
+    assert labels["org.opencontainers.image.base.name"] == f"{reg}/{docker_repo}:tiny"
 
     result = build_layer(ctx_for(f"{reg}/{index_repo}:multi", tmp_path, payload=0), ImageRef(reg, unique_repo(), "1"), reg)
     raw = skopeo_inspect(result.image, "--raw")

@@ -89,7 +89,8 @@ def test_build_then_train_and_serve_from_the_image(mlp_server_factory, registrie
 
     info = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{built['image']}"],
                                      capture_output=True, text=True, check=True).stdout)
-    assert info["Labels"]["io.mlplatform.model"] == "iris" and info["Labels"]["io.mlplatform.version"] == "1"
+    assert info["Labels"]["org.opencontainers.image.title"] == "iris"
+    assert info["Labels"]["org.opencontainers.image.version"] == "1"
 
     run = server.mlp_json("train", "iris", "--hp", "C=0.5", "--wait")
     assert run["status"] == "succeeded", run

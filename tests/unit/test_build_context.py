@@ -118,9 +118,11 @@ def test_dockerfile():
     assert f"FROM {BASE}" in text
     assert "COPY code/ /mlp/code/" in text
     assert 'ENV MLP_MODULE_PATH="/mlp/code/model.py"' in text
-    for label in ("io.mlplatform.model", "io.mlplatform.version", "io.mlplatform.content-hash",
-                  "io.mlplatform.git-commit", "org.opencontainers.image.revision", "org.opencontainers.image.created"):
+    for label in ("org.opencontainers.image.title", "org.opencontainers.image.version", "io.mlplatform.content-hash",
+                  "org.opencontainers.image.revision", "org.opencontainers.image.base.name"):
         assert f'LABEL "{label}"=' in text
+    # one label per fact: no platform copies of the OCI ones, the date is the config's `created`
+    assert "io.mlplatform.model" not in text and "org.opencontainers.image.created" not in text
     assert "pip install" not in text
 
 
@@ -158,23 +160,50 @@ def test_image_refs_and_credentials(tmp_path):
     assert load_credentials(auth, "nope") is None
 
 
-def test_derived_config_adds_the_layer_and_history_only_where_the_base_has_history():
-    """A history, where there is one, needs an entry per layer: a base without one (an image
-    built with --omit-history, say) gives a model image without one."""
+def test_derived_config_adds_the_layer_and_a_history_entry_per_layer():
+    """A history needs an entry per layer (Podman refuses to build FROM an image whose history lists
+    fewer): a base without one gives a model image without one. ``compact`` (the default) keeps
+    per base layer only its date, to the second; ``full`` keeps the base's history as it is."""
     from mlplatform_server.builders.layer import derive_config
 
     ctx = context()
     base = {"architecture": "amd64", "os": "linux", "config": {"Env": ["PATH=/bin", "MLP_MODULE_PATH=old"]},
-            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "1" * 64]}}
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "1" * 64, "sha256:" + "4" * 64]}}
     bare = derive_config(base, ctx, "sha256:" + "2" * 64, BASE, "sha256:" + "3" * 64)
     assert "history" not in bare and "history" not in base
-    assert bare["rootfs"]["diff_ids"] == ["sha256:" + "1" * 64, "sha256:" + "2" * 64]
-    assert base["rootfs"]["diff_ids"] == ["sha256:" + "1" * 64]  # the base's config is not changed
+    assert bare["rootfs"]["diff_ids"] == ["sha256:" + "1" * 64, "sha256:" + "4" * 64, "sha256:" + "2" * 64]
+    assert len(base["rootfs"]["diff_ids"]) == 2  # the base's config is not changed
     assert bare["config"]["Env"] == ["PATH=/bin", "MLP_MODULE_PATH=/mlp/code/model.py"]
-    assert bare["config"]["Labels"]["io.mlplatform.model"] == "iris"
+    assert bare["config"]["Labels"]["org.opencontainers.image.title"] == "iris"
 
-    with_history = dict(base, history=[{"created_by": "debootstrap"}])
-    derived = derive_config(with_history, ctx, "sha256:" + "2" * 64, BASE, "sha256:" + "3" * 64)
-    assert [h["created_by"] for h in derived["history"]][0] == "debootstrap"
-    assert len(derived["history"]) == len(derived["rootfs"]["diff_ids"]) == 2
-    assert derived["history"][1]["comment"] == f"iris:1 on {BASE}"
+    with_history = dict(base, history=[
+        {"created": "2026-11-27T12:21:34.254862773Z", "created_by": "debootstrap", "comment": "long"},
+        {"created": "2026-11-27T12:25:05+01:00", "created_by": "ENV X=1", "empty_layer": True},
+        {"created": "2026-11-27T12:26:24.7425232+01:00", "created_by": "pip install"}])
+    derived = derive_config(with_history, ctx, "sha256:" + "2" * 64, BASE, "sha256:" + "3" * 64, history="full")
+    assert derived["history"][:3] == with_history["history"]
+    assert derived["history"][-1]["comment"] == f"iris:1 on {BASE}"
+    non_empty = [h for h in derived["history"] if not h.get("empty_layer")]
+    assert len(non_empty) == len(derived["rootfs"]["diff_ids"]) == 3
+
+    compact = derive_config(with_history, ctx, "sha256:" + "2" * 64, BASE, "sha256:" + "3" * 64)
+    assert compact["history"] == [{"created": "2026-11-27T12:21:34Z"}, {"created": "2026-11-27T12:26:24+01:00"},
+                                  {"created": ctx.created, "created_by": "COPY code/ /mlp/code/"}]
+    assert with_history["history"][0]["comment"] == "long"  # the base's config is not changed
+    assert compact["rootfs"] == derived["rootfs"] and compact["config"] == derived["config"]
+    with pytest.raises(ValueError, match="compact, full"):
+        derive_config(base, ctx, "sha256:" + "2" * 64, BASE, "sha256:" + "3" * 64, history="none")
+
+
+def test_the_base_is_named_in_the_config_labels_only_where_the_manifest_cannot_say_it():
+    """An OCI manifest carries org.opencontainers.image.base.* as annotations (as buildah writes
+    them): the config does not repeat them. A Docker manifest has no annotations: labels."""
+    from mlplatform_server.builders.layer import BASE_DIGEST, BASE_NAME, derive_config
+
+    base = {"config": {"Labels": {"keep": "me"}}, "rootfs": {"type": "layers", "diff_ids": []}}
+    as_labels = derive_config(base, context(), "sha256:" + "2" * 64, BASE, "sha256:" + "3" * 64)
+    assert as_labels["config"]["Labels"][BASE_DIGEST] == "sha256:" + "3" * 64
+    assert as_labels["config"]["Labels"][BASE_NAME] == BASE and as_labels["config"]["Labels"]["keep"] == "me"
+    oci = derive_config(base, context(), "sha256:" + "2" * 64, BASE, "sha256:" + "3" * 64, labels_in_annotations=True)
+    assert BASE_DIGEST not in oci["config"]["Labels"] and BASE_NAME not in oci["config"]["Labels"]
+    assert oci["config"]["Labels"]["keep"] == "me" and oci["config"]["Labels"]["org.opencontainers.image.version"] == "1"
