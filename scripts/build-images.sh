@@ -149,8 +149,8 @@ podman_build() {  # image from context [extra podman build args...]
   shift 3
   local log_file="$TESTENV/image-build-${image##*/}.log"
   log_file="${log_file/:/-}"
-  local args=(--pull=never --network host --build-arg "FROM_IMAGE=$from"
-              --label "mlplatform.from=$from" -t "$image")
+  # (the parent is recorded by buildah itself: the org.opencontainers.image.base.name annotation)
+  local args=(--pull=never --network host --build-arg "FROM_IMAGE=$from" -t "$image")
   [[ -s $HOST_CA ]] && args+=(--volume "$HOST_CA:/run/mlplatform/host-ca.crt:ro")
   args+=("$@")
   log "building $image (from $from)"
@@ -164,7 +164,9 @@ podman_build() {  # image from context [extra podman build args...]
 deps_image() {  # name dir from
   local name=$1 dir=$2 from=$3
   IMAGE="$REPO/$name:$( { echo "$from"; hash_files "images/$dir"; } | short_hash )"
-  podman image exists "$IMAGE" || podman_build "$IMAGE" "$from" "$ROOT/images/$dir"
+  # --no-cache: requirements.txt is bind-mounted (images/base/Dockerfile), which the build cache
+  # cannot see; a missing tag means images/<dir> changed anyway.
+  podman image exists "$IMAGE" || podman_build "$IMAGE" "$from" "$ROOT/images/$dir" --no-cache
   podman tag "$IMAGE" "$REPO/$name:latest"   # so that `prune` keeps the current one
 }
 

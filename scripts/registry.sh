@@ -183,8 +183,10 @@ case "${1:-start}" in
     start_one plain "$PLAIN_PORT"
     start_one auth "$AUTH_PORT" "$REG_DIR/htpasswd"
     push_images
-    # for .testenv/env.sh: services.sh appends it; build-images.sh's write_env (lib.sh) rewrites env.sh
+    # for .testenv/env.sh (lib.sh's write_env, also run by services.sh and build-images.sh): rewritten
+    # here too, or `make images` (build-images.sh, then this) would leave the old MLP_TEST_BASE_REF
     print_env >"$REG_DIR/registry.env"
+    write_env
     if [[ ${1:-start} == env ]]; then print_env; fi
     ;;
   stop)

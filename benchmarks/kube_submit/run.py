@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import copy
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -103,6 +105,50 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+def control_plane_pids() -> dict[str, int]:
+    """The control plane's processes (scripts/kube-up.sh), by program name."""
+    found: dict[str, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            program = Path((entry / "cmdline").read_bytes().split(b"\0", 1)[0].decode()).name
+        except OSError:
+            continue
+        if program in CONTROL_PLANE:
+            found.setdefault(program, int(entry.name))
+    return found
+
+
+def control_plane_cpu(pids: dict[str, int]) -> dict[str, float]:
+    cpu = {}
+    for name, pid in pids.items():
+        try:
+            cpu[name] = cpu_seconds(pid)
+        except OSError:
+            continue
+    return cpu
+
+
+_REQUEST_LINE = re.compile(r'^apiserver_request_total\{(.*)\} (\S+)$')
+
+
+def apiserver_requests() -> collections.Counter:
+    """The API server's request counts so far, by verb and resource (its /metrics)."""
+    counts: collections.Counter = collections.Counter()
+    for line in kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        match = _REQUEST_LINE.match(line)
+        if not match:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+        resource = labels.get("resource", "") + ("/" + labels["subresource"] if labels.get("subresource") else "")
+        counts[f"{labels.get('verb')} {resource}"] += int(float(match.group(2)))
+    return counts
 
 
 class Server:
@@ -355,11 +401,13 @@ def main() -> None:
         totals = {"bare": Phase("bare loop"), "platform": Phase("platform POST /api/v1/runs")}
         server_cpu = 0.0
         all_ids: list[str] = []
+        plane = control_plane_pids()
         for kind in kinds:
             waited = settle(ns, pods, args.settle)
             print(f"  (waited {waited:.0f} s for {pods} pods to be made and succeed and the box to go idle)",
                   flush=True)
             client_cpu, box_before = time.process_time(), box_busy_seconds()
+            plane_before, requests_before = control_plane_cpu(plane), apiserver_requests()
             if kind == "bare":
                 phase = asyncio.run(bare_phase("bare loop", args.count, args.concurrency, template))
                 pods += args.count + 1
@@ -372,10 +420,17 @@ def main() -> None:
                 pods += args.count
             print(phase.line(), flush=True)
             box = box_busy_seconds() - box_before
+            plane_used = {k: v - plane_before[k] for k, v in control_plane_cpu(plane).items() if k in plane_before}
+            requests = apiserver_requests() - requests_before
             print(f"  (the box was busy {box:.2f} CPU-s of {phase.seconds * (os.cpu_count() or 1):.2f}; "
                   f"this client used {time.process_time() - client_cpu:.2f} s"
                   + (f"; the mlp server {used:.2f} s: {used / args.count * 1000:.1f} ms per run)"
                      if kind == "platform" else ")"), flush=True)
+            print("  (control plane, CPU ms per Job: " + ", ".join(
+                f"{k} {v / args.count * 1000:.1f}" for k, v in plane_used.items())
+                + f"; together {sum(plane_used.values()) / args.count * 1000:.1f})", flush=True)
+            print("  (API server requests during the phase: " + ", ".join(
+                f"{k} {v}" for k, v in requests.most_common(8)) + ")", flush=True)
             total = totals[kind]
             total.seconds += phase.seconds
             total.count += phase.count
