@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .backends.base import Hardware, parse_quantity
+from .builders.layer import HistoryMode
 from .errors import ConfigError
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -147,7 +148,7 @@ class LayerSettings(_Strict):
     base's history as it is plus the code layer's entry: ≈ 2.2 KB more per build on the python
     environment)."""
 
-    history: Literal["compact", "full"] = "compact"
+    history: HistoryMode = "compact"
 
 
 class BuildersConfig(_Strict):

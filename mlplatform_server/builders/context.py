@@ -53,6 +53,8 @@ MODEL_LABEL = "org.opencontainers.image.title"
 VERSION_LABEL = "org.opencontainers.image.version"
 REVISION_LABEL = "org.opencontainers.image.revision"  # the version's git commit
 CONTENT_HASH_LABEL = "io.mlplatform.content-hash"
+BASE_NAME_LABEL = "org.opencontainers.image.base.name"  # also the manifest annotations' names
+BASE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
 
 
 @dataclass
@@ -294,7 +296,7 @@ def make_context(
     labels = {
         MODEL_LABEL: model,
         VERSION_LABEL: version,
-        "org.opencontainers.image.base.name": env_image,
+        BASE_NAME_LABEL: env_image,
         CONTENT_HASH_LABEL: content_hash,
     }
     if git_commit:

@@ -11,14 +11,14 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-from .context import CODE_DIR, BuildContext, sha256_digest
+from .context import BASE_DIGEST_LABEL, BASE_NAME_LABEL, CODE_DIR, BuildContext, sha256_digest
 from .registry import DOCKER_MANIFEST, OCI_MANIFEST, ImageRef, RegistryClient, RegistryError
 
-BASE_NAME = "org.opencontainers.image.base.name"
-BASE_DIGEST = "org.opencontainers.image.base.digest"
-BASE_ANNOTATIONS = (BASE_NAME, BASE_DIGEST)
+BASE_ANNOTATIONS = (BASE_NAME_LABEL, BASE_DIGEST_LABEL)
+HistoryMode = Literal["compact", "full"]  # config.py's builders.layer.history
+HISTORY_MODES: tuple[str, ...] = get_args(HistoryMode)
 LAYER_TYPES = {
     OCI_MANIFEST: ("application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.oci.image.config.v1+json"),
     DOCKER_MANIFEST: ("application/vnd.docker.image.rootfs.diff.tar.gzip",
@@ -50,11 +50,10 @@ class BuildResult:
         }
 
 
-HISTORY_MODES = ("compact", "full")
 _FRACTION = re.compile(r"\.\d+(?=Z$|[+-]\d\d:\d\d$)")
 
 
-def _history(base_history: list[dict[str, Any]], ctx: BuildContext, base_ref: str, mode: str) -> list[dict[str, Any]]:
+def _history(base_history: list[dict[str, Any]], ctx: BuildContext, base_ref: str, mode: HistoryMode) -> list[dict[str, Any]]:
     """The model image's history. Each layer needs its entry (Podman refuses to build FROM an image
     whose history lists fewer layers than it has, and cannot show one without dates).
 
@@ -76,7 +75,7 @@ def _history(base_history: list[dict[str, Any]], ctx: BuildContext, base_ref: st
 
 
 def derive_config(base: dict[str, Any], ctx: BuildContext, diff_id: str, base_ref: str, base_digest: str,
-                  history: str = "compact", labels_in_annotations: bool = False) -> dict[str, Any]:
+                  history: HistoryMode = "compact", labels_in_annotations: bool = False) -> dict[str, Any]:
     """The base image's config plus the code layer, its env and labels (deterministic).
 
     ``history``: see _history; a base without one gives a model image without one (one entry for
@@ -98,7 +97,7 @@ def derive_config(base: dict[str, Any], ctx: BuildContext, diff_id: str, base_re
         for key in BASE_ANNOTATIONS:
             labels.pop(key, None)
     else:
-        labels[BASE_DIGEST] = base_digest
+        labels[BASE_DIGEST_LABEL] = base_digest
     inner["Labels"] = dict(sorted(labels.items()))
     config["created"] = ctx.created
     config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
@@ -109,7 +108,7 @@ def derive_config(base: dict[str, Any], ctx: BuildContext, diff_id: str, base_re
 
 
 def build_layer(ctx: BuildContext, target: ImageRef, registry_url: str, auth_file: Path | str | None = None,
-                history: str = "compact") -> BuildResult:
+                history: HistoryMode = "compact") -> BuildResult:
     """Push `ctx` as `target` (a tag in the registry at `registry_url`) on top of ctx.env_image,
     which must be in the same registry. ``history``: see derive_config."""
     started = time.monotonic()
@@ -143,8 +142,8 @@ def build_layer(ctx: BuildContext, target: ImageRef, registry_url: str, auth_fil
             {"mediaType": layer_type, "digest": layer.digest, "size": len(layer.data)}]
         if media_type == OCI_MANIFEST:
             annotations = dict(new.get("annotations") or {})
-            annotations[BASE_NAME] = str(base)
-            annotations[BASE_DIGEST] = base_digest
+            annotations[BASE_NAME_LABEL] = str(base)
+            annotations[BASE_DIGEST_LABEL] = base_digest
             new["annotations"] = annotations
         body = json.dumps(new, separators=(",", ":")).encode()
         digest = client.put_manifest(target.repository, target.tag or "latest", body, media_type)

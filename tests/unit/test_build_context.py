@@ -198,7 +198,8 @@ def test_derived_config_adds_the_layer_and_a_history_entry_per_layer():
 def test_the_base_is_named_in_the_config_labels_only_where_the_manifest_cannot_say_it():
     """An OCI manifest carries org.opencontainers.image.base.* as annotations (as buildah writes
     them): the config does not repeat them. A Docker manifest has no annotations: labels."""
-    from mlplatform_server.builders.layer import BASE_DIGEST, BASE_NAME, derive_config
+    from mlplatform_server.builders.context import BASE_DIGEST_LABEL as BASE_DIGEST, BASE_NAME_LABEL as BASE_NAME
+    from mlplatform_server.builders.layer import derive_config
 
     base = {"config": {"Labels": {"keep": "me"}}, "rootfs": {"type": "layers", "diff_ids": []}}
     as_labels = derive_config(base, context(), "sha256:" + "2" * 64, BASE, "sha256:" + "3" * 64)
