@@ -227,7 +227,7 @@ start kube-apiserver "$KUBE_APISERVER_PORT" \
   --proxy-client-key-file="$KUBE_PKI/front-proxy-client.key" \
   --endpoint-reconciler-type=none \
   --allow-privileged=true \
-  --profiling=false \
+  --profiling="${KUBE_APISERVER_PROFILING:-false}" \
   --v=1
 wait_for 90 "kube-apiserver at $APISERVER_URL/readyz" apiserver_ready
 

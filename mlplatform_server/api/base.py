@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from typing import Any
 
+import orjson
 from tornado import web
 
 from ..errors import InvalidInput, PlatformError, Unauthorized
@@ -52,8 +52,8 @@ class BaseHandler(web.RequestHandler):
     # -- input ---------------------------------------------------------------
     def json_body(self) -> dict[str, Any]:
         try:
-            body = json.loads(self.request.body or b"{}")
-        except (ValueError, UnicodeDecodeError) as exc:
+            body = orjson.loads(self.request.body or b"{}")
+        except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"Request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise InvalidInput("Request body must be a JSON object")
@@ -74,7 +74,7 @@ class BaseHandler(web.RequestHandler):
     # -- output --------------------------------------------------------------
     def send(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
-        self.finish(json.dumps(data))
+        self.finish(orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -90,7 +90,7 @@ class BaseHandler(web.RequestHandler):
         if isinstance(exc, Unauthorized):
             self.set_header("WWW-Authenticate", 'Bearer realm="mlplatform"')
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps(body))
+        self.finish(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS))
 
     def log_exception(self, typ, value, tb) -> None:  # type: ignore[override]
         if isinstance(value, PlatformError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections import OrderedDict
 from functools import lru_cache
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, contains_eager
 
 from .. import contract
@@ -65,13 +67,19 @@ class ModelService:
     def __init__(self, store: Store, data_dir: Path) -> None:
         self.store = store
         self.data_dir = Path(data_dir)
-        self._written: set[tuple[str, str]] = set()  # (module path, content hash) checked on disk
+        self._written: dict[tuple[str, str, str], Path] = {}  # (model, version, content hash) → its module, checked
+        self._module_paths: dict[tuple[str, str], Path] = {}
         # Versions never change but for their image (set_image): loaded ones by id, for resolve_for_run.
         self._versions: OrderedDict[int, m.ModelVersion] = OrderedDict()
 
     # -- paths ---------------------------------------------------------------
     def module_path(self, model: str, version: str) -> Path:
-        return self.data_dir / "models" / model / version / "model.py"
+        path = self._module_paths.get((model, version))
+        if path is None:  # asked for every run's spec (submit, reconcile): pathlib's joins cost
+            path = self._module_paths[(model, version)] = self.data_dir / "models" / model / version / "model.py"
+            if len(self._module_paths) > VERSION_CACHE_SIZE:
+                self._module_paths.pop(next(iter(self._module_paths)))
+        return path
 
     # -- queries -------------------------------------------------------------
     def inspect(self, source: str, filename: str) -> dict[str, Any]:
@@ -118,23 +126,24 @@ class ModelService:
         known = ", ".join(v.version for v in model.versions)
         raise NotFound(f"Model {name!r} has no version {version!r} (versions: {known})")
 
-    def resolve_for_run(self, s: Session, caller: Principal, name: str, version: str | None) -> m.ModelVersion:
-        """:meth:`resolve` for a submit, read-only: a one-row query (the version's id and image, its
-        model's owner) and, from the second time on, the version and model loaded before (detached)."""
+    def resolve_for_run(self, conn: Connection, caller: Principal, name: str, version: str | None) -> m.ModelVersion:
+        """:meth:`resolve` for a submit, read-only, in the submit's Core transaction: a one-row query
+        (the version's id and image, its model's owner) and, from the second time on, the version and
+        model loaded before (detached); an ORM session only to load one or to say why not."""
         caller.require_user()
         if version is None:
-            found = s.execute(_LATEST_VERSION_CHECK, {"model": name}).first()
+            found = conn.execute(_LATEST_VERSION_CHECK, {"model": name}).first()
         else:
-            found = s.execute(_VERSION_CHECK, {"model": name, "version": version}).first()
-        if found is None or not caller.can_touch(found.owner):
-            return self.resolve(s, caller, name, version)  # says why (NotFound)
-        cached = self._versions.get(found.id)
-        if cached is not None and cached.image == found.image:
-            self._versions.move_to_end(found.id)
-            return cached
-        row = self.resolve(s, caller, name, version)
-        s.expunge(row)  # detached now: a rollback of this session must not expire the cached copy
-        s.expunge(row.model)
+            found = conn.execute(_VERSION_CHECK, {"model": name, "version": version}).first()
+        if found is not None and caller.can_touch(found.owner):
+            cached = self._versions.get(found.id)
+            if cached is not None and cached.image == found.image:
+                self._versions.move_to_end(found.id)
+                return cached
+        with self.store.session_on(conn) as s:
+            row = self.resolve(s, caller, name, version)  # NotFound says why
+            s.expunge(row)  # detached: the cached copy outlives this session
+            s.expunge(row.model)
         self._versions[row.id] = row
         if len(self._versions) > VERSION_CACHE_SIZE:
             self._versions.popitem(last=False)
@@ -225,15 +234,17 @@ class ModelService:
             self.resolve(s, caller, name, version).image = image
 
     def ensure_module_file(self, version: m.ModelVersion) -> Path:
-        """The module on disk for a stored version (rewritten if the data dir lost it)."""
+        """The module on disk for a stored version (rewritten if the data dir lost it). Versions are
+        immutable: the file's content is compared once, later submits only check that it is there."""
+        key = (version.model.name, version.version, version.content_hash)
+        known = self._written.get(key)
+        if known is not None and os.path.exists(known):
+            return known
         path = self.module_path(version.model.name, version.version)
-        key = (str(path), version.content_hash)
-        if key in self._written and path.exists():  # versions are immutable: compared once
-            return path
         if not path.exists() or path.read_text() != version.module_source:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(version.module_source)
-        self._written.add(key)
+        self._written[key] = path
         return path
 
 

@@ -12,7 +12,8 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import joinedload
@@ -74,6 +75,17 @@ class RunRequest:
             if body.get(key) is not None and not isinstance(body[key], str):
                 raise InvalidInput(f"'{key}' must be a string")
         return cls(**{**body, "hyperparameters": hp})
+
+
+_INSERT_RUN = insert(m.Run)
+
+
+def _inserted_run(row: dict[str, Any], version: m.ModelVersion, schedule: str | None) -> m.Run:
+    """The run just inserted as ``row``, for its answer and its backend spec: a plain namespace
+    with the attributes those read (an ORM object, never to be added to a session, cost several
+    times as much to make)."""
+    return cast(m.Run, SimpleNamespace(**row, version=version, reason=None, started_at=None, finished_at=None,
+                                       schedule=SimpleNamespace(name=schedule) if schedule else None))
 
 
 def run_to_json(run: m.Run, metrics: dict[str, float] | None = None,
@@ -174,14 +186,15 @@ class RunService:
         run_id = run_id or uuid.uuid4().hex[:16]
         # A reference known before the call is recorded with the run: one transaction per submit.
         planned = self.backend.planned_ref(run_id, caller.name)
-        with self.store.session() as s:
-            version = self.models.resolve_for_run(s, caller, req.model, req.version)  # read-only
+        with self.store.transaction() as conn:  # Core: the ORM's session cost more than the statements
+            version = self.models.resolve_for_run(conn, caller, req.model, req.version)  # read-only
             info = stored_contract(version.module_source)
             contract.require_method(info, req.kind)
             hyperparameters = contract.coerce_hyperparameters(info.schema(), req.hyperparameters or {})
-            source_run = None
+            source_run_id = None
             if req.kind == "batch-predict":
-                source_run = self.batch_source(s, caller, req, version)
+                with self.store.session_on(conn) as s:
+                    source_run_id = self.batch_source(s, caller, req, version).id
             row = {
                 "id": run_id,
                 "kind": req.kind,
@@ -197,7 +210,7 @@ class RunService:
                 "backend": self.backend.name,
                 "backend_ref": planned,
                 "token_digest": digest(token) if token else None,
-                "source_run_id": source_run.id if source_run else None,
+                "source_run_id": source_run_id,
                 "replicated_from": replicated_from,
                 "inputs": req.inputs,
                 "outputs": req.outputs,
@@ -205,14 +218,14 @@ class RunService:
                 "schedule_id": schedule_id,
                 "created_at": m.utcnow(),
             }
-            # Core, not the ORM's unit of work (several times the CPU for one row); ``run`` is a
-            # transient copy for the answer and the backend's spec.
-            s.connection().execute(insert(m.Run), row)
-            run = m.Run(**row, version=version)
-            schedule = s.get(m.Schedule, schedule_id) if schedule_id else None
+            conn.execute(_INSERT_RUN, row)
+            schedule = None
+            if schedule_id:
+                schedule = conn.execute(select(m.Schedule.name).where(m.Schedule.id == schedule_id)).first()
+            run = _inserted_run(row, version, schedule.name if schedule else None)
             self.models.ensure_module_file(version)
             spec = self.spec_for(run, token)
-            answer = run_to_json(run, metrics={}, schedule=schedule)  # what a GET would say (no reference)
+            answer = run_to_json(run, metrics={})  # what a GET would say (no reference)
         if planned is not None:
             self._submitting.add(run_id)  # the reconcile loop leaves it alone until its Job exists
         try:

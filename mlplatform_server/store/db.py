@@ -6,10 +6,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -19,9 +20,18 @@ def sqlite_url(data_dir: Path) -> str:
     return f"sqlite:///{Path(data_dir).resolve() / 'mlplatform.db'}"
 
 
+def _json_text(value: object) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+# JSON columns (a run's hyperparameters, hardware, environment...) through orjson: several times
+# faster than the json module, on every run recorded and every run the reconcile loop reads.
+_JSON = {"json_serializer": _json_text, "json_deserializer": orjson.loads}
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **_JSON)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
@@ -34,7 +44,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **_JSON)
 
 
 def alembic_config(url: str) -> Config:
@@ -68,6 +78,18 @@ class Store:
         with self._sessions() as session:
             with session.begin():
                 yield session
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction on a Core connection: committed on success, rolled back on any error.
+        For hot paths (a run's submit) where the ORM's unit of work is not needed and its session
+        costs more than the statements; :meth:`session_on` gives an ORM session inside it."""
+        with self.engine.begin() as connection:
+            yield connection
+
+    def session_on(self, connection: Connection) -> Session:
+        """An ORM session in ``connection``'s transaction (it commits or rolls back with it)."""
+        return Session(bind=connection, expire_on_commit=False)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import copy
 import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -108,14 +109,14 @@ class ArtifactStore:
         if self.pvc is not None and self.root is None:
             raise ValueError("ArtifactStore(pvc=...) needs root: where the platform sees the claim's root")
 
-    def sub_path(self, host_path: Path) -> str:
+    def sub_path(self, host_path: Path | str) -> str:
         """The claim-relative path of a platform path (which must be under ``root``)."""
         assert self.root is not None
-        path = Path(os.path.abspath(host_path))
-        root = Path(os.path.abspath(self.root))
-        if not path.is_relative_to(root):
+        path, root = os.path.abspath(host_path), os.path.abspath(self.root)
+        relative = _below(path, root)
+        if relative is None:
             raise ValueError(f"{host_path} is not on the shared artifact volume (mounted at {root} on the platform)")
-        return path.relative_to(root).as_posix()
+        return relative or "."
 
     def run_uri(self, *parts: str) -> str:
         assert self.uri is not None
@@ -249,6 +250,16 @@ def _env_from(secret_name: str | None) -> list[dict[str, Any]]:
     return [{"secretRef": {"name": secret_name, "optional": True}}]
 
 
+def _below(path: str, root: str) -> str | None:
+    """``path`` relative to ``root`` ("" when equal), or None when it is not under it; both
+    absolute and normalised (os.path.abspath). Strings, not pathlib: this runs for every path of
+    every Job, where pathlib cost ten times as much."""
+    if path == root:
+        return ""
+    prefix = root if root.endswith("/") else root + "/"
+    return path[len(prefix):] if path.startswith(prefix) else None
+
+
 class _Volumes:
     """Volumes and mounts of one pod, and the translation of platform paths to pod paths."""
 
@@ -256,33 +267,34 @@ class _Volumes:
         self.artifacts = artifacts
         self.volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
         self.mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
-        self._map: list[tuple[Path, PurePosixPath]] = []
+        self._map: list[tuple[str, str]] = []  # (platform path, pod path), the deepest platform path first
         if artifacts.pvc:
             self.volumes.append({"name": "data", "persistentVolumeClaim": {"claimName": artifacts.pvc}})
 
-    def add(self, host: Path, pod: PurePosixPath, read_only: bool, empty: str | None = None) -> None:
+    def add(self, host: Path | str, pod: PurePosixPath, read_only: bool, empty: str | None = None) -> None:
         """Mount ``host`` (a platform path) at ``pod``: a subPath of the claim, or, with object
         storage, an ``emptyDir`` named ``empty`` (None: not mounted, only translated)."""
-        self._map.append((Path(os.path.abspath(host)), pod))
+        host_path, pod_path = os.path.abspath(host), str(pod)
+        self._map.append((host_path, pod_path))
+        self._map.sort(key=lambda m: m[0].rstrip("/").count("/"), reverse=True)
         if self.artifacts.pvc:
-            mount = {"name": "data", "mountPath": str(pod), "subPath": self.artifacts.sub_path(host)}
+            mount = {"name": "data", "mountPath": pod_path, "subPath": self.artifacts.sub_path(host_path)}
             if read_only:
                 mount["readOnly"] = True
             self.mounts.append(mount)
         elif empty:
             self.volumes.append({"name": empty, "emptyDir": {}})
-            self.mounts.append({"name": empty, "mountPath": str(pod)})
+            self.mounts.append({"name": empty, "mountPath": pod_path})
 
-    def covers(self, host: Path) -> bool:
+    def covers(self, host: Path | str) -> bool:
         return self.translate(str(host)) != str(host)
 
     def translate(self, value: str) -> str:
-        path = Path(os.path.abspath(value))
-        for host, pod in sorted(self._map, key=lambda m: len(m[0].parts), reverse=True):
-            if path == host:
-                return str(pod)
-            if path.is_relative_to(host):
-                return str(pod.joinpath(*path.relative_to(host).parts))
+        path = os.path.abspath(value)
+        for host, pod in self._map:
+            relative = _below(path, host)
+            if relative is not None:
+                return posixpath.join(pod, relative) if relative else pod
         return value
 
 
