@@ -186,6 +186,10 @@ class Backend(abc.ABC):
         ``hardware`` (GPUs on a machine without any); called before a run or deployment is recorded.
         Kubernetes checks nothing here: a size no node can hold is reported by the pod's status."""
 
+    # The reason a run pending on this backend has right after submit (recorded with it), so that
+    # a watching backend need not reconcile a run only to learn that nothing happened yet.
+    initial_reason: str | None = None
+
     def planned_ref(self, run_id: str, user: str) -> str | None:
         """The reference :meth:`submit` will return for ``run_id`` of ``user``, when it is known
         before the call (it is then recorded with the run in one transaction); None otherwise."""

@@ -84,7 +84,7 @@ def _inserted_run(row: dict[str, Any], version: m.ModelVersion, schedule: str | 
     """The run just inserted as ``row``, for its answer and its backend spec: a plain namespace
     with the attributes those read (an ORM object, never to be added to a session, cost several
     times as much to make)."""
-    return cast(m.Run, SimpleNamespace(**row, version=version, reason=None, started_at=None, finished_at=None,
+    return cast(m.Run, SimpleNamespace(**row, version=version, started_at=None, finished_at=None,
                                        schedule=SimpleNamespace(name=schedule) if schedule else None))
 
 
@@ -199,6 +199,7 @@ class RunService:
                 "id": run_id,
                 "kind": req.kind,
                 "status": RunState.PENDING.value,
+                "reason": self.backend.initial_reason,
                 "version_id": version.id,
                 "hyperparameters": hyperparameters,
                 "hardware": size.to_json(),

@@ -75,6 +75,8 @@ def test_server_on_kubernetes_trains_cancels_deploys_and_survives_kill_9(mlp_ser
     # gpu-8 fits no node: pending with the scheduler's reason.
     stuck = server.mlp_json("train", "iris", "--hardware", "gpu-8")
     kept = server.mlp_json("train", "iris", "--hardware", "gpu-8")
+    # Recorded with the backend's first reason (the watches then skip the untouched Job's events).
+    assert stuck["status"] == "pending" and stuck["reason"] == "waiting for the Job's pod to be created", stuck
     for run in (stuck, kept):
         pending = wait_until("a scheduling reason", lambda r=run: (lambda x: x if x["status"] == "pending"
                              and "nvidia.com/gpu" in (x["reason"] or "") else None)(run_of(server, r["id"])))

@@ -89,6 +89,28 @@ async def test_changed_refs_name_the_runs_whose_objects_changed(backend, data_di
     assert backend.changed_refs() is None
 
 
+async def test_a_job_the_job_controller_has_not_touched_is_no_change(backend, data_dir):
+    """A Job's events before the Job controller writes its status say nothing a run's state could
+    show (its submit recorded Backend.initial_reason): the reconcile loop is not sent to read it.
+    Once the Job has a status, or once it is deleted, it is a change again."""
+    await synced(backend, "Job", "Pod")
+    backend.changed_refs()
+    spec = run_spec(data_dir, hardware=CPU)
+    ref = await backend.submit(spec)
+    jobs = backend.informers["Job"]
+    assert await jobs.wait_for(lambda i: i.get(ref) is not None, 30)
+    backend.changed_refs()
+    untouched = {**jobs.get(ref), "status": {}}  # the Job as its ADDED event shows it
+    backend.view._note_change(untouched, backend.namespace)
+    assert backend.changed_refs() == set()
+    backend.view._note_change({**untouched, "status": {"active": 1}}, backend.namespace)
+    assert backend.changed_refs() == {ref}
+    jobs.objects.pop(ref)  # as the DELETED event leaves the copy
+    backend.view._note_change(untouched, backend.namespace)
+    assert backend.changed_refs() == {ref}
+    assert backend.initial_reason == "waiting for the Job's pod to be created"
+
+
 async def test_a_job_created_before_the_watch_saw_it_falls_back_to_a_get(backend, data_dir):
     await synced(backend, "Job", "Pod")
     spec = run_spec(data_dir, hardware=CPU)

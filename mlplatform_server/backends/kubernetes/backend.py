@@ -50,6 +50,8 @@ from .namespaces import join_ref, split_ref, user_namespace, validate_prefix
 
 log = logging.getLogger(__name__)
 
+# A run's reason from its submit until the Job controller makes its pod (Backend.initial_reason).
+NO_POD_YET = "waiting for the Job's pod to be created"
 # A pending run whose Job is older than this (seconds) and whose pods say nothing gets its reason
 # from Warning events: not for runs that are merely young.
 EVENTS_AFTER = 5.0
@@ -143,6 +145,7 @@ class KubernetesBackend(Backend):
     """
     name = "kubernetes"
     issues_run_tokens = False  # pods report with a projected service-account token instead
+    initial_reason = NO_POD_YET  # the watches then ignore a Job the Job controller has not touched
 
     @property
     def artifacts_on_volume(self) -> bool:
@@ -354,7 +357,7 @@ class KubernetesBackend(Backend):
 
     def _progress(self, pods: list[dict[str, Any]], spec: RunSpec) -> RunStatus:
         if not pods:
-            return RunStatus(RunState.PENDING, "waiting for the Job's pod to be created")
+            return RunStatus(RunState.PENDING, NO_POD_YET)
         running, reasons, oom = _pod_problems(pods, spec.image)
         if oom is not None:
             # Retrying with the same memory limit fails the same way: the run has failed

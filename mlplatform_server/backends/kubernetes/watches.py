@@ -97,7 +97,13 @@ class ClusterView:
                 if pod is not None:
                     self._note_change(pod, namespace)
         elif kind == "Job":
-            self._changed_jobs.add(self._ref(namespace, meta.get("name") or ""))
+            name = meta.get("name") or ""
+            jobs = self.watches.get(namespace, {}).get("Job")
+            if not obj.get("status") and jobs is not None and jobs.get(name) is not None:
+                # Created and not yet touched by the Job controller: the run's state is what its
+                # submit recorded (Backend.initial_reason); a deleted Job is not in the copy any more.
+                return
+            self._changed_jobs.add(self._ref(namespace, name))
         elif job := (meta.get("labels") or {}).get(mf.JOB_NAME_LABEL):
             self._changed_jobs.add(self._ref(namespace, job))
 
