@@ -16,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import joinedload
 
 from .. import contract
@@ -24,6 +25,7 @@ from ..config import HardwareSize, PlatformConfig
 from ..errors import BackendError, Conflict, InvalidInput, NotFound
 from ..store import models as m
 from ..store.db import Store
+from ..store.group_commit import GroupInsert
 from .auth import Principal, digest, new_token
 from .models import ModelService, stored_contract
 from .paging import Page, check_fields, paginate
@@ -78,6 +80,7 @@ class RunRequest:
 
 
 _INSERT_RUN = insert(m.Run)
+_Prepared = tuple[dict[str, Any], m.ModelVersion, str | None]  # a submit's row, its version, its schedule's name
 
 
 def _inserted_run(row: dict[str, Any], version: m.ModelVersion, schedule: str | None) -> m.Run:
@@ -167,6 +170,7 @@ class RunService:
         self._last_full_pass = float("-inf")
         self._unmatched_refs: set[str] = set()
         self._submitting: set[str] = set()  # runs recorded with their reference whose submit is in flight
+        self._inserts: GroupInsert[_Prepared] = GroupInsert(store, _INSERT_RUN)
 
     def run_dir(self, run_id: str) -> Path:
         return self.data_dir / "runs" / run_id
@@ -186,8 +190,11 @@ class RunService:
         run_id = run_id or uuid.uuid4().hex[:16]
         # A reference known before the call is recorded with the run: one transaction per submit.
         planned = self.backend.planned_ref(run_id, caller.name)
-        with self.store.transaction() as conn:  # Core: the ORM's session cost more than the statements
-            version = self.models.resolve_for_run(conn, caller, req.model, req.version)  # read-only
+
+        def prepare(conn: Connection) -> tuple[dict[str, Any], _Prepared]:
+            """The run's row, in the transaction its insert shares with concurrent submits
+            (store/group_commit.py); reads only, so an error here fails this submit alone."""
+            version = self.models.resolve_for_run(conn, caller, req.model, req.version)
             info = stored_contract(version.module_source)
             contract.require_method(info, req.kind)
             hyperparameters = contract.coerce_hyperparameters(info.schema(), req.hyperparameters or {})
@@ -195,6 +202,9 @@ class RunService:
             if req.kind == "batch-predict":
                 with self.store.session_on(conn) as s:
                     source_run_id = self.batch_source(s, caller, req, version).id
+            schedule = None
+            if schedule_id:
+                schedule = conn.execute(select(m.Schedule.name).where(m.Schedule.id == schedule_id)).scalar()
             row = {
                 "id": run_id,
                 "kind": req.kind,
@@ -219,23 +229,23 @@ class RunService:
                 "schedule_id": schedule_id,
                 "created_at": m.utcnow(),
             }
-            conn.execute(_INSERT_RUN, row)
-            schedule = None
-            if schedule_id:
-                schedule = conn.execute(select(m.Schedule.name).where(m.Schedule.id == schedule_id)).first()
-            run = _inserted_run(row, version, schedule.name if schedule else None)
-            self.models.ensure_module_file(version)
-            spec = self.spec_for(run, token)
-            answer = run_to_json(run, metrics={})  # what a GET would say (no reference)
+            return row, (row, version, schedule)
+
         if planned is not None:
             self._submitting.add(run_id)  # the reconcile loop leaves it alone until its Job exists
         try:
-            ref = await self.backend.submit(spec)
-        except Exception as exc:  # the run is recorded as failed to start, never left pending
-            reason = f"could not start on the {self.backend.name} backend: {exc}"
-            log.warning("run %s: %s", run_id, reason)
-            self._finish(run_id, RunStatus(RunState.FAILED, reason), backend_ref=None)
-            raise BackendError(f"Run {run_id} {reason}", run_id=run_id) from None
+            row, version, schedule = await self._inserts.insert(prepare)
+            run = _inserted_run(row, version, schedule)
+            self.models.ensure_module_file(version)
+            spec = self.spec_for(run, token)
+            answer = run_to_json(run, metrics={})  # what a GET would say (no reference)
+            try:
+                ref = await self.backend.submit(spec)
+            except Exception as exc:  # the run is recorded as failed to start, never left pending
+                reason = f"could not start on the {self.backend.name} backend: {exc}"
+                log.warning("run %s: %s", run_id, reason)
+                self._finish(run_id, RunStatus(RunState.FAILED, reason), backend_ref=None)
+                raise BackendError(f"Run {run_id} {reason}", run_id=run_id) from None
         finally:
             self._submitting.discard(run_id)
         if ref != planned:
