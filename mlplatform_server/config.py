@@ -6,6 +6,7 @@ Validated with pydantic; every error names the offending key path, e.g.
 
 from __future__ import annotations
 
+import functools
 import re
 from importlib import resources
 from pathlib import Path
@@ -52,6 +53,10 @@ class Environment(_Strict):
     _name = field_validator("name")(_check_name)
 
     def to_json(self) -> dict[str, Any]:
+        return dict(self._json)
+
+    @functools.cached_property
+    def _json(self) -> dict[str, Any]:  # frozen: dumped once, not for every run recorded with it
         data = self.model_dump()
         data["display_name"] = self.display_name or self.name
         return data
@@ -104,6 +109,10 @@ class HardwareSize(_Strict):
         return self
 
     def to_hardware(self) -> Hardware:
+        return self._hardware
+
+    @functools.cached_property
+    def _hardware(self) -> Hardware:  # frozen (as Hardware is): made once, not for every run
         return Hardware(
             name=self.name,
             cpu=self.cpu,
@@ -116,6 +125,10 @@ class HardwareSize(_Strict):
         )
 
     def to_json(self) -> dict[str, Any]:
+        return dict(self._json)
+
+    @functools.cached_property
+    def _json(self) -> dict[str, Any]:  # frozen: dumped once, not for every run recorded with it
         data = self.model_dump()
         data["display_name"] = self.display_name or self.name
         return data

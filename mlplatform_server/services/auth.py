@@ -15,11 +15,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from ..errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from ..store import models as m
 from ..store.db import Store
+
+# The user an API token belongs to (one row), built once: asked on every API call.
+_USER_OF_TOKEN = (select(m.User.name, m.User.admin).join(m.ApiToken, m.ApiToken.user == m.User.name)
+                  .where(m.ApiToken.digest == bindparam("digest")))
 
 OwnedT = TypeVar("OwnedT")
 _USER_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._@-]{0,127}$")
@@ -117,8 +121,8 @@ class AuthService:
 
     def _run_principal(self, *where: Any) -> Principal | None:
         """The run-scoped principal of the run matching ``where``, if any."""
-        with self.store.session() as s:
-            run = s.execute(select(m.Run.id, m.Run.launched_by).where(*where)).first()
+        with self.store.transaction() as connection:
+            run = connection.execute(select(m.Run.id, m.Run.launched_by).where(*where)).first()
         return Principal(run.launched_by, run_id=run.id) if run is not None else None
 
     def authenticate(self, token: str | None) -> Principal:
@@ -127,12 +131,10 @@ class AuthService:
         if hmac.compare_digest(token.encode(), self._admin_token.encode()):
             return Principal(self.admin_name, admin=True)
         hashed = digest(token)
-        with self.store.session() as s:
-            row = s.execute(
-                select(m.User).join(m.ApiToken, m.ApiToken.user == m.User.name).where(m.ApiToken.digest == hashed)
-            ).scalar_one_or_none()
-            if row is not None:
-                return Principal(row.name, admin=row.admin)
+        with self.store.transaction() as connection:  # every API call: Core, not an ORM session
+            row = connection.execute(_USER_OF_TOKEN, {"digest": hashed}).first()
+        if row is not None:
+            return Principal(row.name, admin=row.admin)
         run = self._run_principal(m.Run.token_digest == hashed)
         if run is not None:
             return run
