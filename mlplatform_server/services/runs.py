@@ -15,7 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, literal, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import joinedload
 
@@ -478,18 +478,17 @@ class RunService:
                 writes.started.append({"run_id": run_id, "at": _now(), "new_reason": status.reason})
 
     def _finish(self, run_id: str, status: RunStatus, **values: Any) -> bool:
-        """Record a final state once (and ``values``); a run already final is never changed."""
+        """Record a final state once (and ``values``); a run already final is never changed. A run
+        that ends without having been seen running started when it ended."""
         now = _now()
-        with self.store.session() as s:
-            result = s.execute(
+        with self.store.transaction() as connection:
+            result = connection.execute(
                 update(m.Run)
                 .where(m.Run.id == run_id, m.Run.status.in_(ACTIVE))
                 .values(status=status.state.value, reason=status.reason, finished_at=now, token_digest=None,
+                        started_at=func.coalesce(m.Run.started_at, literal(now, m.Run.started_at.type)),
                         **values)
             )
-            run = s.get(m.Run, run_id)
-            if result.rowcount and run is not None and run.started_at is None:
-                run.started_at = now
             return bool(result.rowcount)
 
     async def _cleanup(self, ref: str, spec: RunSpec) -> None:
