@@ -20,6 +20,7 @@ import os
 import random
 import ssl
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,9 @@ def _data_or_file(entry: dict[str, Any], key: str, base: Path) -> bytes | None:
     return None
 
 
+TOKEN_FILE_SECONDS = 60.0
+
+
 class KubeConfig:
     """Server URL, TLS settings and auth of one kubeconfig context (or of the pod's service account)."""
 
@@ -83,6 +87,7 @@ class KubeConfig:
         self.ssl_context = ssl_context
         self.token = token
         self.token_file = token_file
+        self._file_token: tuple[float, str] | None = None  # (when read, the token)
 
     @classmethod
     def load(cls, kubeconfig: str | None = None, context: str | None = None) -> "KubeConfig":
@@ -155,9 +160,19 @@ class KubeConfig:
 
     def headers(self) -> dict[str, str]:
         token = self.token
-        if self.token_file is not None:  # projected tokens rotate: read it every time
-            token = self.token_file.read_text().strip()
+        if self.token_file is not None:
+            token = self._token_from_file()
         return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _token_from_file(self) -> str:
+        """A projected token rotates (the kubelet renews it at 80 % of its life, an hour by
+        default): the file is read again once TOKEN_FILE_SECONDS have passed, as client-go does,
+        not for every request."""
+        assert self.token_file is not None
+        now = time.monotonic()
+        if self._file_token is None or now - self._file_token[0] >= TOKEN_FILE_SECONDS:
+            self._file_token = (now, self.token_file.read_text().strip())
+        return self._file_token[1]
 
 
 class _Answer:
