@@ -188,7 +188,7 @@ class RunService:
         self.backend.check_hardware(size.to_hardware())
         token = new_token() if self.backend.issues_run_tokens else None
         run_id = run_id or uuid.uuid4().hex[:16]
-        # A reference known before the call is recorded with the run: one transaction per submit.
+        # A reference known before the call is recorded with the run, in the insert's transaction.
         planned = self.backend.planned_ref(run_id, caller.name)
 
         def prepare(conn: Connection) -> tuple[dict[str, Any], _Prepared]:
@@ -202,6 +202,7 @@ class RunService:
             if req.kind == "batch-predict":
                 with self.store.session_on(conn) as s:
                     source_run_id = self.batch_source(s, caller, req, version).id
+            self.models.ensure_module_file(version)  # before the row: a failure here records nothing
             schedule = None
             if schedule_id:
                 schedule = conn.execute(select(m.Schedule.name).where(m.Schedule.id == schedule_id)).scalar()
@@ -235,11 +236,10 @@ class RunService:
             self._submitting.add(run_id)  # the reconcile loop leaves it alone until its Job exists
         try:
             row, version, schedule = await self._inserts.insert(prepare)
-            run = _inserted_run(row, version, schedule)
-            self.models.ensure_module_file(version)
-            spec = self.spec_for(run, token)
-            answer = run_to_json(run, metrics={})  # what a GET would say (no reference)
             try:
+                run = _inserted_run(row, version, schedule)
+                spec = self.spec_for(run, token)
+                answer = run_to_json(run, metrics={})  # what a GET would say (no reference)
                 ref = await self.backend.submit(spec)
             except Exception as exc:  # the run is recorded as failed to start, never left pending
                 reason = f"could not start on the {self.backend.name} backend: {exc}"
