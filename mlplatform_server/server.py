@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import secrets
@@ -141,6 +142,11 @@ async def serve(options: ServerOptions, ready: asyncio.Event | None = None) -> N
 
     platform = build_platform(options)
     server = HTTPServer(make_app(platform), xheaders=True)
+    # What exists now (≈ 125 000 objects: modules, classes, SQLAlchemy's and Tornado's tables) lives as
+    # long as the process: out of the garbage collector's way, a full collection walks only what the
+    # server made since (it took ≈ 0.1 s of CPU each time, while serving).
+    gc.collect()
+    gc.freeze()
     server.listen(options.port, options.host)
     platform.start()
     print(

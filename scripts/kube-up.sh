@@ -249,6 +249,8 @@ start kube-controller-manager "$KUBE_CM_PORT" \
   --cluster-name=mlp \
   --controllers='*' \
   --node-monitor-grace-period=5m \
+  --kube-api-qps="${KUBE_CONTROLLER_API_QPS:-20}" \
+  --kube-api-burst="$(( 3 * ${KUBE_CONTROLLER_API_QPS:-20} / 2 ))" \
   --leader-elect=false \
   --profiling=false \
   --v=1

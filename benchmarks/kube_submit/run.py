@@ -40,6 +40,7 @@ import os
 import re
 import shutil
 import statistics
+import signal
 import subprocess
 import sys
 import tempfile
@@ -151,18 +152,41 @@ def apiserver_requests() -> collections.Counter:
     return counts
 
 
+PROFILED_SERVER = """
+import cProfile, signal, sys, time
+from mlplatform_server.cli import main
+out = sys.argv.pop(1)
+sys.argv[0] = "mlp"
+profile = cProfile.Profile(time.process_time)
+signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
+signal.signal(signal.SIGUSR2, lambda *_: profile.disable())
+try:
+    main()
+except SystemExit:
+    pass
+finally:
+    profile.disable()
+    profile.dump_stats(out)
+"""
+
+
 class Server:
     """`mlp server --backend kubernetes` as a subprocess on loopback."""
 
-    def __init__(self, tmp: Path, ns: str, extra_env: dict[str, str]) -> None:
+    def __init__(self, tmp: Path, ns: str, extra_env: dict[str, str], profile: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = "admin-" + os.urandom(12).hex()
         self.log_path = tmp / "server.log"
-        args = [sys.executable, "-m", "mlplatform_server.cli", "server", "--backend", "kubernetes",
+        # --profile-server: cProfile on the process's CPU time (not wall time: the box is shared) during
+        # the platform phases only (SIGUSR1/SIGUSR2), written when the server stops; it slows the server,
+        # so its phases' figures are not the goal's.
+        runner = ["-m", "mlplatform_server.cli"] if profile is None else ["-c", PROFILED_SERVER, profile]
+        args = [sys.executable, *runner, "server", "--backend", "kubernetes",
                 "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(tmp / "data"),
                 "--namespace", ns, "--kubeconfig", kubeconfig(), "--pvc", PVC]
         self.env = {**os.environ, "MLP_TOKEN": self.token, **extra_env}
+        self.profiled = profile is not None
         self.proc = subprocess.Popen(args, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
                                      env=self.env, cwd=ROOT)
         deadline = time.time() + 60
@@ -185,6 +209,10 @@ class Server:
         if proc.returncode != 0:
             raise RuntimeError(f"mlp {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return json.loads(proc.stdout)
+
+    def profiling(self, on: bool) -> None:
+        if self.profiled:
+            self.proc.send_signal(signal.SIGUSR1 if on else signal.SIGUSR2)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -360,6 +388,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight, both ways (16)")
     parser.add_argument("--settle", type=float, default=120.0, help="max seconds to wait between phases")
     parser.add_argument("--keep", action="store_true", help="keep the namespace (for a look afterwards)")
+    parser.add_argument("--profile-server", metavar="FILE",
+                        help="run the server under cProfile (CPU time) and write its stats to FILE (slows it)")
     args = parser.parse_args()
     kinds = args.order.split(",")
     if not set(kinds) <= {"bare", "platform"} or {"bare", "platform"} - set(kinds):
@@ -376,7 +406,7 @@ def main() -> None:
           f"phases {args.order}, {args.count} Jobs each, {args.concurrency} in flight, {os.cpu_count()} CPUs")
     try:
         make_namespace(ns)
-        server = Server(tmp, ns, {})
+        server = Server(tmp, ns, {}, profile=args.profile_server)
         nb = tmp / "bench.ipynb"
         nb.write_text(realistic_notebook())
         server.mlp_json("models", "save", str(nb), "--name", "bench")
@@ -413,7 +443,9 @@ def main() -> None:
                 pods += args.count + 1
             else:
                 cpu_before = cpu_seconds(server.proc.pid)
+                server.profiling(True)
                 phase, ids = asyncio.run(platform_phase(server, args.count, args.concurrency, body))
+                server.profiling(False)
                 used = cpu_seconds(server.proc.pid) - cpu_before
                 server_cpu += used
                 all_ids += ids

@@ -91,10 +91,8 @@ def _inserted_run(row: dict[str, Any], version: m.ModelVersion, schedule: str | 
                                        schedule=SimpleNamespace(name=schedule) if schedule else None))
 
 
-def run_to_json(run: m.Run, metrics: dict[str, float] | None = None,
-                schedule: m.Schedule | None = None) -> dict[str, Any]:
-    """``schedule``: the run's schedule when ``run`` is not in a session (its relationship unloaded)."""
-    schedule = schedule if schedule is not None else run.schedule
+def run_to_json(run: m.Run, metrics: dict[str, float] | None = None) -> dict[str, Any]:
+    schedule = run.schedule
     return {
         "id": run.id,
         "kind": run.kind,

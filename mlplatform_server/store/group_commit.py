@@ -36,7 +36,7 @@ class GroupInsert(Generic[T]):
         self.store = store
         self.statement = statement
         self._queue: list[tuple[Prepare[T], asyncio.Future[T]]] = []
-        self.batches = 0  # transactions written (for the benchmarks' accounting)
+        self.batches = 0  # transactions written and rows in them (tests assert the batching)
         self.rows = 0
 
     async def insert(self, prepare: Prepare[T]) -> T:

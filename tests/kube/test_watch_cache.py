@@ -204,3 +204,34 @@ async def test_a_watch_event_larger_than_a_read_buffer_arrives_whole(namespace):
         await informer.stop()
         await client.delete("v1", "ConfigMap", namespace, "big")
         await client.close()
+
+
+async def test_the_copy_keeps_no_managed_fields(namespace):
+    """The API server records who set which field (managedFields, half a Job's bytes); the copy
+    drops it, whether the object came from the LIST or from a watch event."""
+    client = KubeClient(KubeConfig.load(kubeconfig()))
+    informer = Informer(client, "v1", "ConfigMap", namespace, SELECTOR, retry_delay=0.1)
+
+    def config_map(name: str) -> dict[str, Any]:
+        return {"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": namespace,
+                             "labels": {"app.kubernetes.io/managed-by": "mlplatform"}},
+                "data": {"key": name}}
+
+    try:
+        listed = await client.create(config_map("listed"))
+        assert listed["metadata"]["managedFields"], "the API server records managedFields"
+        informer.start()
+        assert await informer.wait_for(lambda i: i.synced, 30)
+        await client.create(config_map("watched"))
+        assert await informer.wait_for(lambda i: "watched" in i.objects, 30), "the watch never delivered it"
+        for name in ("listed", "watched"):
+            kept = informer.get(name)
+            assert kept["data"] == {"key": name} and kept["metadata"]["name"] == name
+            assert "managedFields" not in kept["metadata"], kept["metadata"]
+        assert informer.lists == 1
+    finally:
+        await informer.stop()
+        for name in ("listed", "watched"):
+            await client.delete("v1", "ConfigMap", namespace, name)
+        await client.close()
