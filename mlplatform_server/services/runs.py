@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+import orjson
 from sqlalchemy import bindparam, func, insert, literal, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import joinedload
@@ -144,9 +145,9 @@ def _now() -> dt.datetime:
 
 
 @functools.lru_cache(maxsize=256)
-def _hardware_from_json(recorded: str) -> Hardware:
+def _hardware_from_json(recorded: bytes) -> Hardware:
     fields = set(HardwareSize.model_fields)
-    return HardwareSize.model_validate({k: v for k, v in json.loads(recorded).items() if k in fields}).to_hardware()
+    return HardwareSize.model_validate({k: v for k, v in orjson.loads(recorded).items() if k in fields}).to_hardware()
 
 
 class RunService:
@@ -314,7 +315,7 @@ class RunService:
     def config_hardware(recorded: dict[str, Any]) -> Hardware:
         """The backend's Hardware from the size recorded with a run (as it was at launch). Runs
         share a few sizes and every reconcile pass asks again: each recorded size is validated once."""
-        return _hardware_from_json(json.dumps(recorded, sort_keys=True))
+        return _hardware_from_json(orjson.dumps(recorded, option=orjson.OPT_SORT_KEYS))
 
     # -- queries -------------------------------------------------------------
     def get(self, caller: Principal, run_id: str) -> dict[str, Any]:
