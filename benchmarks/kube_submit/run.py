@@ -39,8 +39,8 @@ import json
 import os
 import re
 import shutil
-import statistics
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
