@@ -12,6 +12,11 @@ set -euo pipefail
 # shellcheck source=hack/kube/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../hack/kube/lib.sh"
 
+# The controller-manager's API rate (see its start below); checked before anything starts.
+CONTROLLER_API_QPS="${KUBE_CONTROLLER_API_QPS:-200}"
+[[ $CONTROLLER_API_QPS =~ ^[1-9][0-9]{0,5}$ ]] ||
+  { log "KUBE_CONTROLLER_API_QPS: expected a whole number of requests per second (1-999999), got '$CONTROLLER_API_QPS'"; exit 2; }
+
 "$ROOT/scripts/kube-build.sh" >/dev/null
 
 KUBECTL="$KUBE_BIN/kubectl"
@@ -253,8 +258,8 @@ start kube-controller-manager "$KUBE_CM_PORT" \
   --cluster-name=mlp \
   --controllers='*' \
   --node-monitor-grace-period=5m \
-  --kube-api-qps="${KUBE_CONTROLLER_API_QPS:-200}" \
-  --kube-api-burst="$(( 3 * ${KUBE_CONTROLLER_API_QPS:-200} / 2 ))" \
+  --kube-api-qps="$CONTROLLER_API_QPS" \
+  --kube-api-burst="$(( 3 * CONTROLLER_API_QPS / 2 ))" \
   --leader-elect=false \
   --profiling=false \
   --v=1

@@ -394,6 +394,8 @@ def main() -> None:
     kinds = args.order.split(",")
     if not set(kinds) <= {"bare", "platform"} or {"bare", "platform"} - set(kinds):
         parser.error(f"--order: expected phases 'bare' and 'platform' separated by commas, got {args.order!r}")
+    if args.profile_server and not Path(args.profile_server).resolve().parent.is_dir():
+        parser.error(f"--profile-server: expected a file in an existing folder, got {args.profile_server!r}")
     for flag in ("count", "concurrency"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag}: expected a whole number of at least 1, got {getattr(args, flag)}")

@@ -23,6 +23,14 @@ from mlplatform_server.backends.kubernetes.client import KubeClient, KubeConfig
 SELECTOR = "app.kubernetes.io/managed-by=mlplatform"
 
 
+def labelled_config_map(namespace: str, name: str, data: dict[str, str]) -> dict[str, Any]:
+    """A ConfigMap carrying the platform's label (so SELECTOR's informer watches it)."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {"app.kubernetes.io/managed-by": "mlplatform"}},
+            "data": data}
+
+
 def complete(job: dict[str, Any] | None) -> bool:
     return bool(job) and any(c.get("type") == "Complete" and c.get("status") == "True"
                              for c in (job.get("status") or {}).get("conditions") or [])
@@ -193,10 +201,7 @@ async def test_a_watch_event_larger_than_a_read_buffer_arrives_whole(namespace):
     try:
         informer.start()
         assert await informer.wait_for(lambda i: i.synced, 30)
-        await client.create({"apiVersion": "v1", "kind": "ConfigMap",
-                             "metadata": {"name": "big", "namespace": namespace,
-                                          "labels": {"app.kubernetes.io/managed-by": "mlplatform"}},
-                             "data": {"value": value}})
+        await client.create(labelled_config_map(namespace, "big", {"value": value}))
         assert await informer.wait_for(lambda i: "big" in i.objects, 30), "the watch never delivered it"
         assert informer.get("big")["data"]["value"] == value
         assert informer.lists == 1  # delivered by the watch, not by a LIST after a broken one
@@ -211,19 +216,12 @@ async def test_the_copy_keeps_no_managed_fields(namespace):
     drops it, whether the object came from the LIST or from a watch event."""
     client = KubeClient(KubeConfig.load(kubeconfig()))
     informer = Informer(client, "v1", "ConfigMap", namespace, SELECTOR, retry_delay=0.1)
-
-    def config_map(name: str) -> dict[str, Any]:
-        return {"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": name, "namespace": namespace,
-                             "labels": {"app.kubernetes.io/managed-by": "mlplatform"}},
-                "data": {"key": name}}
-
     try:
-        listed = await client.create(config_map("listed"))
+        listed = await client.create(labelled_config_map(namespace, "listed", {"key": "listed"}))
         assert listed["metadata"]["managedFields"], "the API server records managedFields"
         informer.start()
         assert await informer.wait_for(lambda i: i.synced, 30)
-        await client.create(config_map("watched"))
+        await client.create(labelled_config_map(namespace, "watched", {"key": "watched"}))
         assert await informer.wait_for(lambda i: "watched" in i.objects, 30), "the watch never delivered it"
         for name in ("listed", "watched"):
             kept = informer.get(name)
