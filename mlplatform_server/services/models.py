@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, select
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session, contains_eager
 
 from .. import contract
@@ -71,6 +71,10 @@ class ModelService:
         self._module_paths: dict[tuple[str, str], Path] = {}
         # Versions never change but for their image (set_image): loaded ones by id, for resolve_for_run.
         self._versions: OrderedDict[int, m.ModelVersion] = OrderedDict()
+        # resolve_for_run's check rows of the current transaction: the submits of one group-commit
+        # batch share it, so a batch of one version asks once. The transaction is held, so no later
+        # one can take its identity.
+        self._checked: tuple[object | None, dict[tuple[str, str | None], Row[Any] | None]] = (None, {})
 
     # -- paths ---------------------------------------------------------------
     def module_path(self, model: str, version: str) -> Path:
@@ -131,10 +135,7 @@ class ModelService:
         (the version's id and image, its model's owner) and, from the second time on, the version and
         model loaded before (detached); an ORM session only to load one or to say why not."""
         caller.require_user()
-        if version is None:
-            found = conn.execute(_LATEST_VERSION_CHECK, {"model": name}).first()
-        else:
-            found = conn.execute(_VERSION_CHECK, {"model": name, "version": version}).first()
+        found = self._version_check(conn, name, version)
         if found is not None and caller.can_touch(found.owner):
             cached = self._versions.get(found.id)
             if cached is not None and cached.image == found.image:
@@ -148,6 +149,21 @@ class ModelService:
         if len(self._versions) > VERSION_CACHE_SIZE:
             self._versions.popitem(last=False)
         return row
+
+    def _version_check(self, conn: Connection, name: str, version: str | None) -> Row[Any] | None:
+        """The version's (id, image, owner) row, or None: queried once per transaction and name:version."""
+        transaction = conn.get_transaction()
+        held, checks = self._checked
+        if transaction is None or transaction is not held:
+            checks = {}
+            self._checked = (transaction, checks)
+        key = (name, version)
+        if transaction is None or key not in checks:
+            if version is None:
+                checks[key] = conn.execute(_LATEST_VERSION_CHECK, {"model": name}).first()
+            else:
+                checks[key] = conn.execute(_VERSION_CHECK, {"model": name, "version": version}).first()
+        return checks[key]
 
     def _model(self, s: Session, caller: Principal, name: str) -> m.Model:
         caller.require_user()
