@@ -12,8 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import bindparam, func, insert, literal, select, update
@@ -84,15 +83,50 @@ _INSERT_RUN = insert(m.Run)
 _Prepared = tuple[dict[str, Any], m.ModelVersion, str | None]  # a submit's row, its version, its schedule's name
 
 
-def _inserted_run(row: dict[str, Any], version: m.ModelVersion, schedule: str | None) -> m.Run:
-    """The run just inserted as ``row``, for its answer and its backend spec: a plain namespace
-    with the attributes those read (an ORM object, never to be added to a session, cost several
-    times as much to make)."""
-    return cast(m.Run, SimpleNamespace(**row, version=version, started_at=None, finished_at=None,
-                                       schedule=SimpleNamespace(name=schedule) if schedule else None))
+class ScheduleName(NamedTuple):
+    name: str
 
 
-def run_to_json(run: m.Run, metrics: dict[str, float] | None = None) -> dict[str, Any]:
+@dataclass(slots=True)
+class InsertedRun:
+    """A run just inserted: its row's values and its version, all its answer and its backend spec
+    read (an ORM object, never to be added to a session, cost several times as much to make). Not
+    started, no metrics yet."""
+
+    id: str
+    kind: str
+    status: str
+    reason: str | None
+    version_id: int
+    hyperparameters: dict[str, Any]
+    hardware: dict[str, Any]
+    environment: dict[str, Any]
+    image: str | None
+    image_digest: str | None
+    git_commit: str | None
+    launched_by: str
+    backend: str
+    backend_ref: str | None
+    token_digest: str | None
+    source_run_id: str | None
+    replicated_from: str | None
+    inputs: str | None
+    outputs: str | None
+    timeout_seconds: int | None
+    schedule_id: str | None
+    created_at: dt.datetime
+    version: m.ModelVersion
+    schedule: ScheduleName | None
+    started_at: None = None
+    finished_at: None = None
+    metrics: tuple[()] = ()
+
+
+def _inserted_run(row: dict[str, Any], version: m.ModelVersion, schedule: str | None) -> InsertedRun:
+    return InsertedRun(**row, version=version, schedule=ScheduleName(schedule) if schedule else None)
+
+
+def run_to_json(run: m.Run | InsertedRun, metrics: dict[str, float] | None = None) -> dict[str, Any]:
     schedule = run.schedule
     return {
         "id": run.id,
@@ -124,7 +158,7 @@ def run_to_json(run: m.Run, metrics: dict[str, float] | None = None) -> dict[str
     }
 
 
-def last_metrics(run: m.Run) -> dict[str, float]:
+def last_metrics(run: m.Run | InsertedRun) -> dict[str, float]:
     latest: dict[str, m.Metric] = {}
     for metric in run.metrics:
         current = latest.get(metric.name)
@@ -271,7 +305,7 @@ class RunService:
             raise InvalidInput(f"Input path {req.inputs!r} does not exist on the platform host")
         return source
 
-    def spec_for(self, run: m.Run, token: str | None = None) -> RunSpec:
+    def spec_for(self, run: m.Run | InsertedRun, token: str | None = None) -> RunSpec:
         """The backend's view of a stored run (rebuilt after restarts; token only at submit)."""
         version = run.version
         run_dir = self.run_dir(run.id)

@@ -109,13 +109,12 @@ async def test_a_job_the_job_controller_has_not_touched_is_no_change(backend, da
     assert await jobs.wait_for(lambda i: i.get(ref) is not None, 30)
     backend.changed_refs()
     untouched = {**jobs.get(ref), "status": {}}  # the Job as its ADDED event shows it
-    backend.view._note_change(untouched, backend.namespace)
+    jobs.apply({"type": "ADDED", "object": untouched})  # the watch's events, as the API server sends them
     assert backend.changed_refs() == set()
-    backend.view._note_change({**untouched, "status": {"active": 1}}, backend.namespace)
+    jobs.apply({"type": "MODIFIED", "object": {**untouched, "status": {"active": 1}}})
     assert backend.changed_refs() == {ref}
-    jobs.objects.pop(ref)  # as the DELETED event leaves the copy
-    backend.view._note_change(untouched, backend.namespace)
-    assert backend.changed_refs() == {ref}
+    jobs.apply({"type": "DELETED", "object": untouched})
+    assert jobs.get(ref) is None and backend.changed_refs() == {ref}
     assert backend.initial_reason == "waiting for the Job's pod to be created"
 
 
