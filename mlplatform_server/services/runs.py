@@ -80,6 +80,7 @@ class RunRequest:
 
 
 _INSERT_RUN = insert(m.Run)
+PREPARE_FAILED = "the platform could not prepare the run for its backend (an internal error: the server's log has it)"
 _Prepared = tuple[dict[str, Any], m.ModelVersion, str | None]  # a submit's row, its version, its schedule's name
 
 
@@ -273,6 +274,11 @@ class RunService:
                 run = _inserted_run(row, version, schedule)
                 spec = self.spec_for(run, token)
                 answer = run_to_json(run, metrics={})  # what a GET would say (no reference)
+            except Exception:  # a bug of ours, not the backend's: failed, never left pending; the API logs it
+                log.warning("run %s: could not be prepared for the backend; recorded as failed", run_id)
+                self._finish(run_id, RunStatus(RunState.FAILED, PREPARE_FAILED), backend_ref=None)
+                raise
+            try:
                 ref = await self.backend.submit(spec)
             except Exception as exc:  # the run is recorded as failed to start, never left pending
                 reason = f"could not start on the {self.backend.name} backend: {exc}"
