@@ -179,9 +179,17 @@ async def test_user_error_is_not_retried(backend, data_dir):
     ref = await backend.submit(spec)
     status = await wait_state(backend, ref, spec, RunState.FAILED, reason="not retried")
     assert status.reason == "the run's code failed (exit code 1); not retried"
-    assert len(await job_pods(backend, ref)) == 1
-    job = await backend.client.get("batch/v1", "Job", backend.namespace, ref)
-    assert any(c["type"] == "Failed" and c["reason"] == "PodFailurePolicy" for c in job["status"]["conditions"])
+    # The Job controller sets FailureTarget (PodFailurePolicy) first, which fails the run, and Failed
+    # once the pod is finished: that one may still be on its way.
+    deadline = time.monotonic() + 30
+    while True:
+        job = await backend.client.get("batch/v1", "Job", backend.namespace, ref)
+        conditions = {c["type"]: c.get("reason") for c in job["status"].get("conditions") or []}
+        if conditions.get("Failed") == "PodFailurePolicy":
+            break
+        assert time.monotonic() < deadline, f"the Job never failed by its podFailurePolicy: {conditions}"
+        await asyncio.sleep(0.3)
+    assert len(await job_pods(backend, ref)) == 1  # and no second pod was made
 
 
 async def test_deadline_exceeded(backend, data_dir):
