@@ -162,6 +162,9 @@ class SplitCores:
     the platform's pod and the control plane do not share cores. Undone on exit."""
 
     def __init__(self, plane: dict[str, int]) -> None:
+        if not plane:  # e.g. a control plane on another machine: nothing here to pin
+            sys.exit("--cores split: no control-plane process (kube-apiserver, etcd, ...) runs on this machine; "
+                     "start one with make kube-up, or measure with --cores shared")
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < 2:
             sys.exit(f"--cores split needs at least 2 CPUs, this process may use {len(cpus)}: use --cores shared")

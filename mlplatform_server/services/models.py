@@ -153,17 +153,21 @@ class ModelService:
     def _version_check(self, conn: Connection, name: str, version: str | None) -> Row[Any] | None:
         """The version's (id, image, owner) row, or None: queried once per transaction and name:version."""
         transaction = conn.get_transaction()
+        if transaction is None:  # outside a transaction there is no batch to share it with
+            return self._query_version(conn, name, version)
         held, checks = self._checked
-        if transaction is None or transaction is not held:
+        if transaction is not held:
             checks = {}
             self._checked = (transaction, checks)
-        key = (name, version)
-        if transaction is None or key not in checks:
-            if version is None:
-                checks[key] = conn.execute(_LATEST_VERSION_CHECK, {"model": name}).first()
-            else:
-                checks[key] = conn.execute(_VERSION_CHECK, {"model": name, "version": version}).first()
-        return checks[key]
+        if (name, version) not in checks:
+            checks[(name, version)] = self._query_version(conn, name, version)
+        return checks[(name, version)]
+
+    @staticmethod
+    def _query_version(conn: Connection, name: str, version: str | None) -> Row[Any] | None:
+        if version is None:
+            return conn.execute(_LATEST_VERSION_CHECK, {"model": name}).first()
+        return conn.execute(_VERSION_CHECK, {"model": name, "version": version}).first()
 
     def _model(self, s: Session, caller: Principal, name: str) -> m.Model:
         caller.require_user()

@@ -19,16 +19,14 @@ from mlplatform_server.backends.kubernetes import manifests as mf
 from mlplatform_server.backends.kubernetes.schedules import firing_of, make_schedule_cronjob, schedule_cronjob_name
 from mlplatform_server.backends.process import ProcessBackend
 from mlplatform_server.backends.scheduling import RUN_ID_PLACEHOLDER, ScheduleSpec
-from mlplatform_server.config import load_config
 from mlplatform_server.errors import InvalidInput, NotFound
 from mlplatform_server.services import cron
 from mlplatform_server.services.auth import Principal
-from mlplatform_server.services.platform import Platform, PlatformSettings
+from mlplatform_server.services.platform import Platform
 from mlplatform_server.services.schedules import ScheduleRequest
 from mlplatform_server.store import models as m
-from mlplatform_server.store.db import Store, sqlite_url
+from mlplatform_server.store.db import Store
 from notebooks import realistic_notebook
-from support import stop_stray_processes
 
 UTC = dt.timezone.utc
 
@@ -137,19 +135,7 @@ def test_expand_outputs_uses_the_firing_date_in_the_schedules_time_zone():
     assert cron.expand_outputs("/d/{date}/{run_id}.jsonl", "ab12", when, "Europe/Paris") == "/d/2026-11-28/ab12.jsonl"
 
 
-# -- the platform's own scheduler on a real store (process backend), with a fixed clock ----------
-
-@pytest.fixture
-def platform(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    store = Store(sqlite_url(data))
-    settings = PlatformSettings(data_dir=data, db_url=store.url, api_url="http://127.0.0.1:9", admin_token="t")
-    platform = Platform(settings, store, ProcessBackend(), load_config())
-    yield platform
-    stop_stray_processes(tmp_path)  # firings whose process still runs
-    store.close()
-
+# -- the platform's own scheduler on a real store (process backend: conftest's platform), with a fixed clock
 
 def _trained_run(platform: Platform, owner: str = "alice") -> str:
     """A succeeded training run, recorded as the platform records one."""
