@@ -620,7 +620,7 @@ class KubernetesBackend(Backend):
     async def _firings(self, namespace: str) -> list[Firing]:
         informer = self._informer("Job", namespace)
         if informer is not None:
-            jobs = list(informer.objects.values())
+            jobs = informer.select({}, having=SCHEDULE_ID_LABEL)
         else:
             selector = ",".join([*(f"{k}={v}" for k, v in mf.MANAGED_BY.items()), SCHEDULE_ID_LABEL])
             jobs = await self.client.list("batch/v1", "Job", namespace, label_selector=selector)

@@ -6,6 +6,14 @@ server ends normally is resumed from the last resourceVersion seen (bookmarks ke
 expired resourceVersion (``410 Gone``, as an answer or as an ERROR event) or a broken connection
 starts over from a fresh LIST. While it is not synced (before the first LIST, after an error) the
 backend reads the API server directly instead.
+
+The copy keeps each object as its JSON (bytes) and its labels, not as the parsed tree of dicts and
+lists: a Pod is ≈ 30 containers, and Python's cyclic garbage collector walks every long-lived
+container again and again. Kept parsed, a namespace's few thousand Jobs and Pods made each full
+collection cost tenths of a second while serving, and the server's CPU per run grew with every
+run the namespace kept (2.1 → 2.8 ms per run over four 1 000-run phases of the submit benchmark).
+Bytes are not walked, and take about a third of the memory; a read parses what it asks for (an
+object of a few KB: ≈ 10 µs), and each read hands out a fresh dict the caller may change.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from .client import ApiError, KubeClient
 
@@ -50,7 +60,9 @@ class Informer:
         self.watch_timeout = watch_timeout
         self.retry_delay = retry_delay
         self.max_retry_delay = max_retry_delay
-        self.objects: dict[str, dict[str, Any]] = {}
+        self._json: dict[str, bytes] = {}  # name → the object as JSON, without managedFields
+        self._labels: dict[str, dict[str, str]] = {}  # name → its labels (strings only: not walked by the gc)
+        self._keys: dict[str, str] = {}  # name → its index key
         self.resource_version = ""
         self.synced = False
         self.lists = 0  # how many times the copy was (re)built from a LIST
@@ -58,17 +70,25 @@ class Informer:
         self._changed = asyncio.Event()
 
     # -- reading -------------------------------------------------------------
+    def __contains__(self, name: object) -> bool:
+        return name in self._json
+
+    def __len__(self) -> int:
+        return len(self._json)
+
     def get(self, name: str) -> dict[str, Any] | None:
-        return self.objects.get(name)
+        raw = self._json.get(name)
+        return orjson.loads(raw) if raw is not None else None
 
     def indexed(self, key: str) -> list[dict[str, Any]]:
         """The cached objects whose index key is ``key`` (needs ``index``)."""
-        return [self.objects[n] for n in self._index.get(key, ()) if n in self.objects]
+        return [orjson.loads(self._json[n]) for n in self._index.get(key, ()) if n in self._json]
 
-    def select(self, labels: dict[str, str]) -> list[dict[str, Any]]:
-        """The cached objects whose labels include all of ``labels``."""
-        return [o for o in self.objects.values()
-                if labels.items() <= ((o.get("metadata") or {}).get("labels") or {}).items()]
+    def select(self, labels: dict[str, str], *, having: str | None = None) -> list[dict[str, Any]]:
+        """The cached objects whose labels include all of ``labels`` (and the label ``having``,
+        whatever its value); only those are parsed."""
+        return [orjson.loads(self._json[name]) for name, own in self._labels.items()
+                if labels.items() <= own.items() and (having is None or having in own)]
 
     async def wait_for(self, predicate, timeout: float) -> bool:
         """Wait until ``predicate(self)`` is true (checked after every change); False on timeout."""
@@ -106,8 +126,7 @@ class Informer:
         items, version = await self.client.list_with_version(self.api_version, self.kind, self.namespace,
                                                              label_selector=self.label_selector,
                                                              field_selector=self.field_selector)
-        self.objects = {}
-        self._index.clear()
+        self._forget_all()
         for obj in items:
             self._put(obj)
         self.resource_version = version
@@ -178,26 +197,33 @@ class Informer:
     def _put(self, obj: dict[str, Any]) -> None:
         # Who set which field (managedFields) is ≈ 3/4 of a Job's or Pod's containers and half its
         # bytes, and nothing here reads it: dropped before the object is kept (as controller-runtime's
-        # TransformStripManagedFields does), the copy takes half the memory and Python's garbage
-        # collector has ≈ 4× fewer long-lived objects to walk.
-        obj["metadata"].pop("managedFields", None)
-        name = obj["metadata"]["name"]
-        if self._index_key is not None:
-            self._drop(name)
-            key = self._index_key(obj)
-            if key is not None:
-                self._index[key].add(name)
-        self.objects[name] = obj
+        # TransformStripManagedFields does).
+        meta = obj["metadata"]
+        meta.pop("managedFields", None)
+        name = meta["name"]
+        self._drop(name)
+        self._json[name] = orjson.dumps(obj)
+        self._labels[name] = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+        if self._index_key is not None and (key := self._index_key(obj)) is not None:
+            self._keys[name] = key
+            self._index[key].add(name)
 
     def _drop(self, name: str | None) -> None:
-        old = self.objects.pop(name, None) if name else None
-        if old is not None and self._index_key is not None:
-            key = self._index_key(old)
-            names = self._index.get(key) if key is not None else None
-            if names is not None:
-                names.discard(name)
-                if not names:
-                    del self._index[key]
+        if not name or self._json.pop(name, None) is None:
+            return
+        self._labels.pop(name, None)
+        key = self._keys.pop(name, None)
+        names = self._index.get(key) if key is not None else None
+        if names is not None:
+            names.discard(name)
+            if not names:
+                del self._index[key]
+
+    def _forget_all(self) -> None:
+        self._json.clear()
+        self._labels.clear()
+        self._keys.clear()
+        self._index.clear()
 
     def _notify(self) -> None:
         self._changed.set()

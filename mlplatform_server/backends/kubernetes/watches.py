@@ -99,7 +99,7 @@ class ClusterView:
         elif kind == "Job":
             name = meta.get("name") or ""
             jobs = self.watches.get(namespace, {}).get("Job")
-            if not obj.get("status") and jobs is not None and jobs.get(name) is not None:
+            if not obj.get("status") and jobs is not None and name in jobs:
                 # Created and not yet touched by the Job controller: the run's state is what its
                 # submit recorded (Backend.initial_reason); a deleted Job is not in the copy any more.
                 return
