@@ -212,22 +212,7 @@ def apiserver_requests() -> collections.Counter:
     return counts
 
 
-PROFILED_SERVER = """
-import cProfile, signal, sys, time
-from mlplatform_server.cli import main
-out = sys.argv.pop(1)
-sys.argv[0] = "mlp"
-profile = cProfile.Profile(time.process_time)
-signal.signal(signal.SIGUSR1, lambda *_: profile.enable())
-signal.signal(signal.SIGUSR2, lambda *_: profile.disable())
-try:
-    main()
-except SystemExit:
-    pass
-finally:
-    profile.disable()
-    profile.dump_stats(out)
-"""
+PROFILED_SERVER = Path(__file__).with_name("profiled_server.py")
 
 
 class Server:
@@ -241,7 +226,7 @@ class Server:
         # --profile-server: cProfile on the process's CPU time (not wall time: the box is shared) during
         # the platform phases only (SIGUSR1/SIGUSR2), written when the server stops; it slows the server,
         # so its phases' figures are not the goal's.
-        runner = ["-m", "mlplatform_server.cli"] if profile is None else ["-c", PROFILED_SERVER, profile]
+        runner = ["-m", "mlplatform_server.cli"] if profile is None else [str(PROFILED_SERVER), profile]
         args = [sys.executable, *runner, "server", "--backend", "kubernetes",
                 "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(tmp / "data"),
                 "--namespace", ns, "--kubeconfig", kubeconfig(), "--pvc", PVC]
