@@ -2,7 +2,7 @@
 
     source .testenv/env.sh && source .testenv/kube/env.sh
     .venv/bin/python benchmarks/kube_submit/run.py [--count 250] [--order bare,platform,platform,bare]
-                                                   [--cores split,shared] [--warmup 64]
+                                                   [--cores split,shared] [--warmup 64] [--downstream run|paused]
 
 Against the control plane of scripts/kube-up.sh (MLP_TEST_KUBECONFIG; kwok nodes), in one fresh
 namespace with an RWX claim (as tests/kube/test_server_kubernetes.py makes it):
@@ -190,6 +190,26 @@ class SplitCores:
     def describe(self) -> str:
         return (f"cores split: the control plane on CPU {_cpus(self.plane_cpus)}, "
                 f"this client and the mlp server on CPU {_cpus(self.ours)}")
+
+
+DOWNSTREAM = ("kube-controller-manager", "kube-scheduler", "kwok")
+
+
+@contextlib.contextmanager
+def downstream_paused(plane: dict[str, int], paused: bool):
+    """--downstream paused: the Job controller, the scheduler and kwok stopped (SIGSTOP) for the
+    timed phase and resumed after it, whatever happens, so neither way's window holds any of the
+    work of running the Jobs (pods, bindings, status writes); the API server and etcd still serve
+    the creates and the platform's watches. A diagnostic: it is not how a cluster runs."""
+    stopped = [pid for name, pid in plane.items() if paused and name in DOWNSTREAM]
+    try:
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        yield
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
 def _cpus(cpus: set[int]) -> str:
@@ -438,6 +458,10 @@ def main() -> None:
                         help="the CPU layouts to measure in turn (split,shared): split, the control plane on half "
                              "the CPUs and this client and the server on the other half, as on a cluster; "
                              "shared, every process on every CPU")
+    parser.add_argument("--downstream", default="run", choices=("run", "paused"),
+                        help="run (default): the controllers and kwok work during the phases as always; paused: "
+                             "they are stopped (SIGSTOP) during each timed phase and resumed after it — a "
+                             "diagnostic that leaves only the creates and the platform's own work in the windows")
     parser.add_argument("--profile-server", metavar="FILE",
                         help="run the server under cProfile (CPU time) and write its stats to FILE (slows it; "
                              "FILE.split and FILE.shared with both layouts)")
@@ -460,11 +484,16 @@ def main() -> None:
     # A TERM (a timeout's) unwinds like Ctrl-C: the control plane is un-pinned, the namespace deleted.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     plane = control_plane_pids()
+    if args.downstream == "paused" and set(DOWNSTREAM) - plane.keys():
+        sys.exit(f"--downstream paused: {', '.join(sorted(set(DOWNSTREAM) - plane.keys()))} does not run on this "
+                 "machine (start the control plane with make kube-up), or measure with --downstream run")
     results: list[tuple[str, Result]] = []
     for layout in layouts:
         cores = SplitCores(plane) if layout == "split" else contextlib.nullcontext()
         with cores:
             described = cores.describe() if isinstance(cores, SplitCores) else "cores shared: every process on every CPU"
+            if args.downstream == "paused":
+                described += "; the controllers and kwok paused during the timed phases"
             profile = args.profile_server
             if profile and len(layouts) > 1:
                 profile = f"{profile}.{layout}"  # one file per layout
@@ -545,12 +574,14 @@ def run(args: argparse.Namespace, kinds: list[str], plane: dict[str, int], layou
             client_cpu, box_before = time.process_time(), box_busy_seconds()
             plane_before, requests_before = control_plane_cpu(plane), apiserver_requests()
             if kind == "bare":
-                phase = asyncio.run(bare_phase("bare loop", args.count, args.concurrency, template))
+                with downstream_paused(plane, args.downstream == "paused"):
+                    phase = asyncio.run(bare_phase("bare loop", args.count, args.concurrency, template))
                 pods += args.count + 1
             else:
                 cpu_before = cpu_seconds(server.proc.pid)
                 server.profiling(True)
-                phase, ids = asyncio.run(platform_phase(server, args.count, args.concurrency, body))
+                with downstream_paused(plane, args.downstream == "paused"):
+                    phase, ids = asyncio.run(platform_phase(server, args.count, args.concurrency, body))
                 server.profiling(False)
                 used = cpu_seconds(server.proc.pid) - cpu_before
                 server_cpu += used
