@@ -5,7 +5,7 @@
 Feeds --objects Pods shaped like a training run's (tests/unit/test_informer_copy.py's ``pod``) to
 the informer (backends/kubernetes/cache.py: each object kept as JSON bytes with its labels) and, in
 the same run, keeps the same events' objects as parsed dicts, managedFields dropped — what the
-informer kept before 2026-11-28 11:45 and what a dict-of-objects cache keeps. Each object goes
+informer kept before 2026-11-28 11:05 and what a dict-of-objects cache keeps. Each object goes
 through orjson as a watch event would. Prints, each way: the long-lived containers the cyclic
 garbage collector must walk, the time of one full collection (the median of five) and the memory the
 copy holds (tracemalloc), and the informer's figure over the anchor's. No API server needed.
