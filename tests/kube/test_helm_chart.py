@@ -112,6 +112,20 @@ def test_values_typo_is_refused_naming_it(flag, named):
     assert "schema" in proc.stderr and named in proc.stderr, proc.stderr
 
 
+def test_one_platform_server_at_a_time(tmp_path):
+    """Two platform servers on one database would both run the reconcile loop and take each
+    deployment's rollout lock only in their own process (docs/replicas.md): the chart refuses a
+    second replica, naming the value, and an upgrade stops the old pod before the new one starts."""
+    proc = helm("template", RELEASE, str(CHART), "--set", "platform.replicas=2", check=False)
+    assert proc.returncode != 0
+    assert "/platform/replicas" in proc.stderr and "maximum" in proc.stderr, proc.stderr
+    api = find(render(tmp_path), "Deployment", f"{FULLNAME}-api")
+    assert api["spec"]["replicas"] == 1
+    assert api["spec"]["strategy"] == {"type": "Recreate"}
+    stopped = find(render(tmp_path, {"platform": {"replicas": 0}}), "Deployment", f"{FULLNAME}-api")
+    assert stopped["spec"]["replicas"] == 0
+
+
 def test_placeholder_for_an_unknown_size_is_refused_naming_it():
     proc = helm("template", RELEASE, str(CHART), "--set", "scheduling.userPlaceholders.sizes.gpu-2.replicas=1",
                 check=False)
