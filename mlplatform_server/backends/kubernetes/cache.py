@@ -73,9 +73,6 @@ class Informer:
     def __contains__(self, name: object) -> bool:
         return name in self._json
 
-    def __len__(self) -> int:
-        return len(self._json)
-
     def get(self, name: str) -> dict[str, Any] | None:
         raw = self._json.get(name)
         return orjson.loads(raw) if raw is not None else None

@@ -64,7 +64,7 @@ class WorkloadIdentity:
         # (a user namespace is watched once it has runs, not because a token names it)
         watched = namespace in self.view.watches or self.view.namespace
         informer = self.view.informer("Pod", namespace) if watched else None
-        pod = informer.get(pod_name) if informer else None
+        pod = informer.get(pod_name) if informer is not None else None
         if pod is None:
             pod = await self.client.get_or_none("v1", "Pod", namespace, pod_name)
         meta = (pod or {}).get("metadata") or {}

@@ -129,7 +129,7 @@ class ClusterView:
     async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         namespace = namespace or self.namespace
         informer = self.informer(kind, namespace)
-        obj = informer.get(name) if informer else None
+        obj = informer.get(name) if informer is not None else None
         if obj is None:  # not synced, or not seen by the watch yet (just created or deleted)
             obj = await self.client.get_or_none(api_version, kind, namespace, name)
         return obj
