@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/watch_cache/run.py [--objects 5000]
 
-Feeds --objects Pods shaped like a training run's (tests/unit/test_informer_copy.py's ``pod``) to
+Feeds --objects Pods shaped like a training run's (tests/kube_objects.py's ``training_pod``) to
 the informer (backends/kubernetes/cache.py: each object kept as JSON bytes with its labels) and, in
 the same run, keeps the same events' objects as parsed dicts, managedFields dropped — what the
 informer kept before 2026-11-28 11:05 and what a dict-of-objects cache keeps. Each object goes
@@ -26,15 +26,15 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "unit"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from mlplatform_server.backends.kubernetes import manifests as mf  # noqa: E402
 from mlplatform_server.backends.kubernetes.cache import Informer, label_index  # noqa: E402
-from test_informer_copy import pod  # noqa: E402
+from kube_objects import training_pod  # noqa: E402
 
 
 def events(count: int) -> list[bytes]:
-    return [orjson.dumps({"type": "ADDED", "object": pod(f"p{i}", f"job-{i}")}) for i in range(count)]
+    return [orjson.dumps({"type": "ADDED", "object": training_pod(f"p{i}", f"job-{i}")}) for i in range(count)]
 
 
 class ParsedCopy:

@@ -202,7 +202,7 @@ class Informer:
         # orjson answers in a bytes object that keeps its whole write buffer (≈ 4–8 KB more than the
         # JSON, measured); kept for the object's life, an exact-size copy is what stays.
         self._json[name] = memoryview(orjson.dumps(obj)).tobytes()
-        self._labels[name] = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+        self._labels[name] = meta.get("labels") or {}  # the parsed labels alone: strings, so not gc-tracked
         if self._index_key is not None and (key := self._index_key(obj)) is not None:
             self._keys[name] = key
             self._index[key].add(name)
