@@ -138,7 +138,7 @@ def build() -> dict[str, Any]:
                 "artifactsUri": s("Object-store URI for artifacts instead of the shared claim."),
                 "extraEnv": string_map("Extra environment variables of the platform API."),
                 "service": service("The platform API's Service."),
-            }, replicas=integer("1, or 0 to stop the platform API: its reconcile loop and its deployment locks are one process's (docs/replicas.md).", minimum=0, maximum=1)),
+            }, replicas=integer("Platform API servers on the one database (0 stops it): one leads the background loop, the others serve the API and take over when it goes; more than 1 needs the shared claim, not artifactsUri (docs/replicas.md).", minimum=0)),
             "storage": obj("The shared RWX volume (homes, the platform's data directory).", {
                 "existingClaim": s("An existing ReadWriteMany claim; empty: the chart makes one.",
                                    pattern=r"^$|" + NAME),

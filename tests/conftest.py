@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -156,25 +157,40 @@ def platform_yaml(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path) -> Iterator[str]:
-    """An empty database: a SQLite file, or a fresh database on the real PostgreSQL `make test` started."""
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A fresh database on the real PostgreSQL `make test` started; dropped afterwards."""
     from sqlalchemy import create_engine, text
 
-    from mlplatform_server.store.db import sqlite_url
-
-    if request.param == "sqlite":
-        yield sqlite_url(tmp_path)
-        return
     base = required_env("MLP_TEST_PG_URL")
     name = "t_" + uuid.uuid4().hex[:10]
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield base.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    with fresh_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> Iterator[str]:
+    """An empty database: a SQLite file, or a fresh database on the real PostgreSQL `make test` started."""
+    from mlplatform_server.store.db import sqlite_url
+
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path)
+        return
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture

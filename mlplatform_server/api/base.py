@@ -7,9 +7,10 @@ import uuid
 from typing import Any
 
 import orjson
+from sqlalchemy.exc import IntegrityError
 from tornado import web
 
-from ..errors import InvalidInput, PlatformError, Unauthorized
+from ..errors import Conflict, InvalidInput, PlatformError, Unauthorized
 from ..services.auth import Principal
 from ..services.platform import Platform
 
@@ -78,6 +79,9 @@ class BaseHandler(web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, IntegrityError):  # a concurrent request (maybe on another server) wrote it first
+            exc = Conflict(f"{self.request.method} {self.request.path} conflicted with a change made at the same "
+                           "time (another request wrote the same record first) and was not made; try again")
         if isinstance(exc, PlatformError):
             self.set_status(exc.status)
             body = exc.to_json()
@@ -93,7 +97,9 @@ class BaseHandler(web.RequestHandler):
         self.finish(orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS))
 
     def log_exception(self, typ, value, tb) -> None:  # type: ignore[override]
-        if isinstance(value, PlatformError):
+        if isinstance(value, IntegrityError):
+            log.info("%s %s → 409: %s", self.request.method, self.request.path, value.__class__.__name__)
+        elif isinstance(value, PlatformError):
             log.info("%s %s → %s: %s", self.request.method, self.request.path, value.status, value.message)
         else:
             super().log_exception(typ, value, tb)

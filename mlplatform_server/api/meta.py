@@ -11,7 +11,9 @@ class HealthHandler(BaseHandler):
     public = True
 
     def get(self) -> None:
-        self.send({"status": "ok", "version": __version__, "backend": self.platform.backend.name})
+        # leader: this server runs the background loop (one of the servers sharing a database does)
+        self.send({"status": "ok", "version": __version__, "backend": self.platform.backend.name,
+                   "leader": self.platform.leading})
 
 
 class OpenAPIHandler(BaseHandler):

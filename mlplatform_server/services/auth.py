@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, select
+from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from ..store import models as m
@@ -80,9 +81,7 @@ class AuthService:
         self._workload = workload
         self._hub = hub
         self._hub_users: dict[str, bool] = {}  # hub users already written to the store, and as what
-        with store.session() as s:
-            if s.get(m.User, admin_name) is None:
-                s.add(m.User(name=admin_name, admin=True))
+        self.ensure_user(admin_name, admin=True)
 
     async def authenticate_request(self, token: str | None) -> Principal:
         """:meth:`authenticate`; for a token the platform did not issue, the hub's user (as a hub
@@ -154,12 +153,18 @@ class AuthService:
 
     def ensure_user(self, name: str, admin: bool = False) -> None:
         """Create a user seen through an external identity (e.g. the hub) on first sight."""
-        with self.store.session() as s:
-            user = s.get(m.User, name)
-            if user is None:
-                s.add(m.User(name=name, admin=admin))
-            elif user.admin != admin:
-                user.admin = admin
+        for attempt in range(2):
+            try:
+                with self.store.session() as s:
+                    user = s.get(m.User, name)
+                    if user is None:
+                        s.add(m.User(name=name, admin=admin))
+                    elif user.admin != admin:
+                        user.admin = admin
+                return
+            except IntegrityError:  # another server wrote it first: the second try finds its row
+                if attempt:
+                    raise
 
     def create_token(self, caller: Principal, user: str, note: str = "") -> dict:
         caller.require_user()

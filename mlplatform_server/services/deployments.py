@@ -9,12 +9,12 @@ autoscaler without making a revision (as `kubectl rollout undo` / `kubectl scale
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import json
 import logging
 import uuid
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from ..backends.base import Autoscale, Backend, DeploymentSpec, RunState
 from ..config import PlatformConfig
 from ..errors import BackendError, Conflict, InvalidInput, NotFound
 from ..store import models as m
+from ..store.coordination import DEPLOYMENT
 from ..store.db import Store
 from .auth import Principal, owned_by_name
 from .models import MODEL_NAME, ModelService, stored_contract
@@ -190,11 +191,11 @@ class DeploymentService:
         self.models = models
         self.runs = runs
         self.data_dir = Path(data_dir)
-        self._locks: dict[str, asyncio.Lock] = {}
 
-    def _lock(self, name: str) -> asyncio.Lock:
-        """One change at a time per deployment name (the reconcile loop skips a name while held)."""
-        return self._locks.setdefault(name, asyncio.Lock())
+    def _lock(self, name: str) -> AbstractAsyncContextManager[None]:
+        """One change at a time per deployment name, across every server (the reconcile pass skips a
+        name while it is held)."""
+        return self.store.coordination.lock(DEPLOYMENT, name)
 
     def _check_scaling(self, name: str, replicas: int, autoscale: Autoscale | None) -> None:
         if self.backend.scales_in_place:
@@ -415,8 +416,9 @@ class DeploymentService:
             deps = s.execute(
                 select(m.Deployment).where(m.Deployment.status.in_(LIVE), m.Deployment.backend == self.backend.name)
             ).scalars().all()
+            changing = self.store.coordination.held(DEPLOYMENT, [d.name for d in deps])
             work = [(d.id, d.backend_ref, self.spec_for(d), d.status, d.url, d.reason, d.generation) for d in deps
-                    if not self._lock(d.name).locked()]  # a change is under way: its own writes say
+                    if d.name not in changing]  # a change is under way: its own writes say
         for dep_id, ref, spec, status, url, reason, generation in work:
             if ref is None:
                 continue

@@ -52,6 +52,7 @@ class Platform:
         self.credentials = CredentialService(store, backend)
         self.schedules = ScheduleService(store, backend, config, self.models, self.runs)
         self._loop_task: asyncio.Task | None = None
+        self.leading = False  # runs the background loop (one server of those sharing the database)
 
     async def _workload_run(self, token: str) -> tuple[str, str] | None:
         ref = await self.backend.authenticate_workload(token)
@@ -70,10 +71,25 @@ class Platform:
         if self._loop_task is None:
             self._loop_task = asyncio.get_running_loop().create_task(self._reconcile_forever())
 
+    def _lead(self) -> bool:
+        """Whether this server runs the background loop now. Several servers on one database: one
+        leads, the others stand by and take over when it is gone (store/coordination.py)."""
+        leading = self.store.coordination.is_leader()
+        if leading and not self.leading:
+            log.info("leading: this server now runs the background loop")
+            self.runs.forget_changes()  # what it saw change while standing by: a full pass first
+        elif self.leading and not leading:
+            log.warning("no longer leading: another server runs the background loop")
+        self.leading = leading
+        return leading
+
     async def _reconcile_forever(self) -> None:
         while True:
             try:
-                await self.reconcile_once()
+                if self._lead():
+                    await self.reconcile_once()
+                else:
+                    self.backend.changed_refs()  # standing by: the leader follows them
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import json
@@ -36,6 +37,9 @@ FULL_PASS_SECONDS = 30.0
 # A pending run whose Job is not there yet is left alone this long: with several platform replicas,
 # another one may be creating it (the run is recorded with its Job name before the create).
 SUBMIT_GRACE_SECONDS = 60.0
+# A backend call that makes a planned reference (a Job) ends well within the grace, so that the
+# leading server (maybe another one) never takes a create still in flight for a Job deleted outside.
+SUBMIT_DEADLINE_SECONDS = 45.0
 
 log = logging.getLogger("mlplatform.runs")
 
@@ -279,7 +283,7 @@ class RunService:
                 self._finish(run_id, RunStatus(RunState.FAILED, PREPARE_FAILED), backend_ref=None)
                 raise
             try:
-                ref = await self.backend.submit(spec)
+                ref = await self._submit_within_grace(spec, planned)
             except Exception as exc:  # the run is recorded as failed to start, never left pending
                 reason = f"could not start on the {self.backend.name} backend: {exc}"
                 log.warning("run %s: %s", run_id, reason)
@@ -291,6 +295,18 @@ class RunService:
             with self.store.session() as s:
                 s.execute(update(m.Run).where(m.Run.id == run_id).values(backend_ref=ref))
         return answer
+
+    async def _submit_within_grace(self, spec: RunSpec, planned: str | None) -> str:
+        if planned is None:
+            return await self.backend.submit(spec)
+        try:
+            return await asyncio.wait_for(self.backend.submit(spec), SUBMIT_DEADLINE_SECONDS)
+        except TimeoutError:
+            try:  # the create may have landed after all: the run is recorded as failed, so no Job of it may run
+                await self.backend.cancel(planned, spec)
+            except Exception:
+                log.exception("run %s: removing what a timed-out submit may have made", spec.run_id)
+            raise TimeoutError(f"the backend did not answer within {SUBMIT_DEADLINE_SECONDS:.0f} s") from None
 
     def batch_source(self, s, caller: Principal, req: RunRequest, version: m.ModelVersion) -> m.Run:
         """The succeeded training run whose artifacts a batch prediction of ``version`` uses, after
@@ -450,6 +466,10 @@ class RunService:
             yield chunk
 
     # -- reconciliation ------------------------------------------------------
+    def forget_changes(self) -> None:
+        """The next pass looks at every unfinished run (after standing by while another server led)."""
+        self._last_full_pass = float("-inf")
+
     async def reconcile_once(self) -> None:
         """Ask the backend for the true state of unfinished runs and record it: every one on a
         full pass; between full passes (a watching backend), only those it says changed."""

@@ -13,6 +13,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from .coordination import Coordination, coordination_for, lock_migrations
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -58,6 +60,7 @@ def upgrade(engine: Engine) -> None:
     """Bring the schema to the newest revision."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as connection:
+        lock_migrations(connection)  # several servers starting at once: one migrates
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
 
@@ -71,6 +74,7 @@ class Store:
         if migrate:
             upgrade(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.coordination: Coordination = coordination_for(url)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -92,4 +96,5 @@ class Store:
         return Session(bind=connection, expire_on_commit=False)
 
     def close(self) -> None:
+        self.coordination.close()
         self.engine.dispose()

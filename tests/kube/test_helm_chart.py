@@ -112,16 +112,23 @@ def test_values_typo_is_refused_naming_it(flag, named):
     assert "schema" in proc.stderr and named in proc.stderr, proc.stderr
 
 
-def test_one_platform_server_at_a_time(tmp_path):
-    """Two platform servers on one database would both run the reconcile loop and take each
-    deployment's rollout lock only in their own process (docs/replicas.md): the chart refuses a
-    second replica, naming the value, and an upgrade stops the old pod before the new one starts."""
-    proc = helm("template", RELEASE, str(CHART), "--set", "platform.replicas=2", check=False)
+def test_platform_servers_share_the_claim_and_upgrade_old_then_new(tmp_path):
+    """Several platform servers share one database (tests/kube/test_two_servers.py) and one data
+    directory: the chart refuses more than one with artifactsUri (a data dir per pod), naming the
+    values; an upgrade stops the old servers before the new ones start (old and new code never
+    share the database)."""
+    proc = helm("template", RELEASE, str(CHART), "--set", "platform.replicas=2",
+                "--set", "platform.artifactsUri=s3://bucket/mlp", check=False)
     assert proc.returncode != 0
-    assert "/platform/replicas" in proc.stderr and "maximum" in proc.stderr, proc.stderr
+    assert "platform.replicas: 2 servers need one data directory on the shared claim" in proc.stderr, proc.stderr
+    assert "platform.artifactsUri" in proc.stderr
     api = find(render(tmp_path), "Deployment", f"{FULLNAME}-api")
     assert api["spec"]["replicas"] == 1
     assert api["spec"]["strategy"] == {"type": "Recreate"}
+    three = find(render(tmp_path, {"platform": {"replicas": 3}}), "Deployment", f"{FULLNAME}-api")
+    assert three["spec"]["replicas"] == 3
+    [data] = [v for v in three["spec"]["template"]["spec"]["volumes"] if v["name"] == "data"]
+    assert "persistentVolumeClaim" in data, data
     stopped = find(render(tmp_path, {"platform": {"replicas": 0}}), "Deployment", f"{FULLNAME}-api")
     assert stopped["spec"]["replicas"] == 0
 

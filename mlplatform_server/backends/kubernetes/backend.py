@@ -31,6 +31,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import uuid
 from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 from typing import Any
@@ -634,7 +635,7 @@ class KubernetesBackend(Backend):
 
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # a name of its own on shared storage
     tmp.write_text(text)
     os.replace(tmp, path)
 
