@@ -303,10 +303,11 @@ class RunService:
             return await asyncio.wait_for(self.backend.submit(spec), SUBMIT_DEADLINE_SECONDS)
         except TimeoutError:
             try:  # the create may have landed after all: the run is recorded as failed, so no Job of it may run
-                await self.backend.cancel(planned, spec)
-            except Exception:
-                log.exception("run %s: removing what a timed-out submit may have made", spec.run_id)
-            raise TimeoutError(f"the backend did not answer within {SUBMIT_DEADLINE_SECONDS:.0f} s") from None
+                await asyncio.wait_for(self.backend.cancel(planned, spec), SUBMIT_DEADLINE_SECONDS)
+            except Exception as exc:
+                log.warning("run %s: could not remove what its timed-out submit may have made (%s: %s); "
+                            "look for %s", spec.run_id, exc.__class__.__name__, exc, planned)
+            raise TimeoutError(f"the backend did not answer within {SUBMIT_DEADLINE_SECONDS:g} s") from None
 
     def batch_source(self, s, caller: Principal, req: RunRequest, version: m.ModelVersion) -> m.Run:
         """The succeeded training run whose artifacts a batch prediction of ``version`` uses, after
