@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import uuid
-from contextlib import contextmanager
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support import free_port, required_env, stop_stray_processes  # noqa: F401  (re-exported for fixtures)
+from support import (fresh_postgres_database, free_port, required_env,  # noqa: F401  (re-exported for fixtures)
+                     stop_stray_processes)
 
 
 
@@ -155,24 +155,6 @@ def platform_yaml(tmp_path: Path) -> Path:
     path = tmp_path / "platform.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-@contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """A fresh database on the real PostgreSQL `make test` started; dropped afterwards."""
-    from sqlalchemy import create_engine, text
-
-    base = required_env("MLP_TEST_PG_URL")
-    name = "t_" + uuid.uuid4().hex[:10]
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture

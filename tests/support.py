@@ -184,3 +184,21 @@ def train_through_lab(http: Any, path: str = "model.py", name: str = "tb", timeo
     return wait_until(f"run {run_id} to finish",
                       lambda: (body := http.get(f"mlplatform/api/runs/{run_id}").json())["status"]
                       in ("succeeded", "failed", "cancelled") and body, timeout=timeout)
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A fresh database on the real PostgreSQL `make test` started; dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    base = required_env("MLP_TEST_PG_URL")
+    name = "t_" + uuid.uuid4().hex[:10]
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()

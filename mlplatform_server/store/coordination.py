@@ -96,14 +96,19 @@ class PostgresCoordination:
         query = text("SELECT pg_try_advisory_lock(CAST(:scope AS integer), CAST(:key AS integer))")
         return bool(connection.execute(query, {"scope": scope, "key": key}).scalar())
 
+    def _standing(self) -> Connection:
+        """This server's long-lived session: it holds the leader lock while leading, and asks
+        what is held (no new connection per pass)."""
+        if self._candidate is None:
+            self._candidate = self._connect()
+        return self._candidate
+
     def is_leader(self) -> bool:
         try:
-            if self._candidate is None:
-                self._candidate = self._connect()
             if self._leading:
-                self._candidate.execute(text("SELECT 1"))  # the session, and so the lock, is alive
+                self._standing().execute(text("SELECT 1"))  # the session, and so the lock, is alive
             else:
-                self._leading = self._try_lock(self._candidate, LEADER, 0)
+                self._leading = self._try_lock(self._standing(), LEADER, 0)
         except Exception as exc:  # the database or the connection went away: whatever it held is gone
             log.warning("leader check failed (%s: %s); not leading until the database answers again",
                         exc.__class__.__name__, exc)
@@ -137,10 +142,15 @@ class PostgresCoordination:
             by_key.setdefault(name_key(name), []).append(name)
         if not by_key:
             return set()
-        with self.engine.connect() as connection:
-            keys = connection.execute(
+        try:  # advisory locks belong to one database: another platform's on this server are not ours
+            keys = self._standing().execute(
                 text("SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                     "AND classid::bigint = :scope AND objsubid = 2"), {"scope": scope}).scalars().all()
+                     "AND classid::bigint = :scope AND objsubid = 2 "
+                     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
+                {"scope": scope}).scalars().all()
+        except Exception:
+            self._drop_candidate()  # the next leader check says whether this server still leads
+            raise
         return {name for key in keys for name in by_key.get(int(key), ())}
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ from tornado.web import Application
 from mlplatform_server.store import models as m
 from mlplatform_server.store.coordination import DEPLOYMENT, LocalCoordination, PostgresCoordination
 from mlplatform_server.store.db import Store
-from support import wait_until
+from support import fresh_postgres_database, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -115,6 +115,25 @@ def test_a_deployment_lock_is_held_across_servers(postgres_url):
             b.close()
 
     asyncio.run(scenario())
+
+
+def test_a_lock_in_another_database_is_another_platforms(postgres_url):
+    """Two platforms on one PostgreSQL server (their own databases) never wait for each other, and
+    one's pass never skips a name the other is changing."""
+    async def scenario(other_url: str) -> None:
+        ours, theirs = PostgresCoordination(postgres_url), PostgresCoordination(other_url)
+        try:
+            async with theirs.lock(DEPLOYMENT, "iris"):
+                assert theirs.held(DEPLOYMENT, ["iris"]) == {"iris"}
+                assert ours.held(DEPLOYMENT, ["iris"]) == set()
+                async with asyncio.timeout(2), ours.lock(DEPLOYMENT, "iris"):  # no wait for theirs
+                    assert ours.held(DEPLOYMENT, ["iris"]) == {"iris"}
+        finally:
+            ours.close()
+            theirs.close()
+
+    with fresh_postgres_database() as other_url:
+        asyncio.run(scenario(other_url))
 
 
 def test_one_server_on_sqlite_leads_and_locks_in_process():
