@@ -8,8 +8,8 @@
 PostgreSQL: session advisory locks (``pg_try_advisory_lock``), each on a connection of its own,
 outside the store's pool, so a server that dies (its connections close) lets go of all it held and
 a busy pool never delays a lock. The connections send TCP keepalives, so the database also notices
-a server whose machine vanished (about 25 s). SQLite: one server per file, so in-process locks and
-always the leader.
+a server whose machine vanished (about 25 s), and a server cut off from the database learns it
+within 30 s. SQLite: one server per file, so in-process locks and always the leader.
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ DEPLOYMENT = 0x6D6C7001
 MIGRATION = 0x6D6C7002
 
 # libpq keepalives: a server that vanished without closing its connections (its node died) is
-# noticed after ≈ 10 + 3 × 5 s, and its locks freed.
-_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}
+# noticed after ≈ 10 + 3 × 5 s, and its locks freed. tcp_user_timeout: a server cut off from the
+# database learns it within 30 s too (its next check fails instead of waiting on TCP for minutes).
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+               "tcp_user_timeout": 30_000}
 
 
 def name_key(name: str) -> int:
