@@ -3,6 +3,7 @@
     source .testenv/env.sh && source .testenv/kube/env.sh
     .venv/bin/python benchmarks/kube_submit/run.py [--count 250] [--order bare,platform,platform,bare]
                                                    [--cores split,shared] [--warmup 64] [--downstream run|paused]
+                                                   [--db sqlite|postgresql] [--servers N]
 
 Against the control plane of scripts/kube-up.sh (MLP_TEST_KUBECONFIG; kwok nodes), in one fresh
 namespace with an RWX claim (as tests/kube/test_server_kubernetes.py makes it):
@@ -17,6 +18,7 @@ namespace with an RWX claim (as tests/kube/test_server_kubernetes.py makes it):
   clock starts. Each Job is the platform's own Job (read back from one warm-up run, renamed, its
   platform labels swapped for a bench label so the server's watches ignore it): same shape, size,
   and the same call (the create answered with the Job's metadata only, as the platform asks).
+- --servers N (with --db postgresql): N servers on one database, request i sent to server i mod N.
 - Both phases' HTTP clients are aiohttp, so the client's own CPU, which shares the box's cores
   with the server and the control plane, is alike each way.
 
@@ -71,6 +73,7 @@ from mlplatform_server.backends.common import free_port  # noqa: E402
 from mlplatform_server.backends.kubernetes import manifests as mf  # noqa: E402
 from mlplatform_server.backends.kubernetes.client import KubeClient  # noqa: E402
 from kubetest import claim_manifests  # noqa: E402
+from support import fresh_postgres_database  # noqa: E402
 from notebooks import realistic_notebook  # noqa: E402
 
 PVC = "mlp-data"
@@ -238,18 +241,20 @@ PROFILED_SERVER = Path(__file__).with_name("profiled_server.py")
 class Server:
     """`mlp server --backend kubernetes` as a subprocess on loopback."""
 
-    def __init__(self, tmp: Path, ns: str, extra_env: dict[str, str], profile: str | None = None) -> None:
+    def __init__(self, tmp: Path, ns: str, extra_env: dict[str, str], profile: str | None = None, *,
+                 db_url: str | None = None, token: str | None = None, index: int = 0) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.token = "admin-" + os.urandom(12).hex()
-        self.log_path = tmp / "server.log"
+        self.token = token or "admin-" + os.urandom(12).hex()
+        self.log_path = tmp / ("server.log" if index == 0 else f"server-{index}.log")
         # --profile-server: cProfile on the process's CPU time (not wall time: the box is shared) during
         # the platform phases only (SIGUSR1/SIGUSR2), written when the server stops; it slows the server,
         # so its phases' figures are not the goal's.
         runner = ["-m", "mlplatform_server.cli"] if profile is None else [str(PROFILED_SERVER), profile]
         args = [sys.executable, *runner, "server", "--backend", "kubernetes",
                 "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", str(tmp / "data"),
-                "--namespace", ns, "--kubeconfig", kubeconfig(), "--pvc", PVC]
+                "--namespace", ns, "--kubeconfig", kubeconfig(), "--pvc", PVC,
+                *(["--db-url", db_url] if db_url else [])]
         self.env = {**os.environ, "MLP_TOKEN": self.token, **extra_env}
         self.profiled = profile is not None
         self.proc = subprocess.Popen(args, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
@@ -378,24 +383,26 @@ async def bare_phase(name: str, count: int, concurrency: int, template: dict[str
     return phase
 
 
-async def platform_phase(server: Server, count: int, concurrency: int, body: dict[str, Any]) -> tuple[Phase, list[str]]:
+async def platform_phase(servers: list[Server], count: int, concurrency: int,
+                         body: dict[str, Any]) -> tuple[Phase, list[str]]:
     """The same HTTP client library as the bare loop's (aiohttp), so the two phases' client CPU,
-    which shares the box's cores with the server and the control plane, is alike."""
+    which shares the box's cores with the server and the control plane, is alike. With several
+    servers (--servers), request i goes to server i mod N, as a Service would spread them."""
     phase = Phase("platform POST /api/v1/runs")
     ids: list[str] = []
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(base_url=server.url, connector=connector,
-                                     timeout=aiohttp.ClientTimeout(total=120),
-                                     headers={"Authorization": f"Bearer {server.token}"}) as api:
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120),
+                                     headers={"Authorization": f"Bearer {servers[0].token}"}) as api:
         async def one(i: int) -> None:
-            async with api.post("/api/v1/runs", json=body) as r:
+            async with api.post(servers[i % len(servers)].url + "/api/v1/runs", json=body) as r:
                 text = await r.text()
                 if r.status != 201:
                     raise RuntimeError(f"POST /runs answered {r.status}: {text[:500]}")
             ids.append(json.loads(text)["id"])
 
-        async with api.get("/api/v1/health") as r:
-            await r.read()
+        for server in servers:
+            async with api.get(server.url + "/api/v1/health") as r:
+                await r.read()
         phase.seconds, phase.latencies = await bounded(count, concurrency, one)
         phase.count = count
     return phase, ids
@@ -473,6 +480,12 @@ def main() -> None:
                         help="run (default): the controllers and kwok work during the phases as always; paused: "
                              "they are stopped (SIGSTOP) during each timed phase and resumed after it — a "
                              "diagnostic that leaves only the creates and the platform's own work in the windows")
+    parser.add_argument("--servers", type=int, default=1,
+                        help="platform servers sharing one database, the requests spread round-robin (1); "
+                             "more than 1 needs --db postgresql (docs/replicas.md)")
+    parser.add_argument("--db", default="sqlite", choices=("sqlite", "postgresql"),
+                        help="the servers' database: sqlite (a file in the data dir, mlp server's default) or "
+                             "postgresql (a fresh database on MLP_TEST_PG_URL's server, as the Helm chart runs)")
     parser.add_argument("--profile-server", metavar="FILE",
                         help="run the server under cProfile (CPU time) and write its stats to FILE (slows it; "
                              "FILE.split and FILE.shared with both layouts)")
@@ -484,7 +497,13 @@ def main() -> None:
         parser.error(f"--profile-server: expected a file in an existing folder, got {args.profile_server!r}")
     if args.warmup < 0:
         parser.error(f"--warmup: expected a whole number of at least 0, got {args.warmup}")
-    for flag in ("count", "concurrency"):
+    if args.servers > 1 and args.db != "postgresql":
+        parser.error(f"--servers: {args.servers} servers share one database: add --db postgresql")
+    if args.db == "postgresql" and not os.environ.get("MLP_TEST_PG_URL"):
+        parser.error("--db postgresql: set MLP_TEST_PG_URL (source .testenv/env.sh after make services)")
+    if args.servers > 1 and args.profile_server:
+        parser.error("--profile-server: profiles one server; use it with --servers 1")
+    for flag in ("count", "concurrency", "servers"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag}: expected a whole number of at least 1, got {getattr(args, flag)}")
     layouts = args.cores.split(",")
@@ -538,15 +557,26 @@ def _met(ok: bool) -> str:
 def run(args: argparse.Namespace, kinds: list[str], plane: dict[str, int], layout: str,
         profile: str | None) -> Result:
     """One measurement (its own namespace and server) in the current CPU layout."""
+    with contextlib.ExitStack() as database:  # --db postgresql: a fresh database, dropped last
+        return _run(args, kinds, plane, layout, profile, database)
+
+
+def _run(args: argparse.Namespace, kinds: list[str], plane: dict[str, int], layout: str,
+         profile: str | None, database: contextlib.ExitStack) -> Result:
     ns = f"mlp-bench-{uuid.uuid4().hex[:8]}"
     tmp = Path(tempfile.mkdtemp(prefix="mlp-kube-bench-"))
-    server: Server | None = None
+    servers: list[Server] = []
     print(f"control plane {KubeClient.from_kubeconfig(kubeconfig()).config.server}, namespace {ns}, "
           f"phases {args.order}, {args.count} Jobs each, {args.concurrency} in flight, {os.cpu_count()} CPUs, "
-          f"{layout}")
+          f"{layout}; {args.servers} server{'s' if args.servers > 1 else ''} on {args.db}")
     try:
         make_namespace(ns)
-        server = Server(tmp, ns, {}, profile=profile)
+        db_url = database.enter_context(fresh_postgres_database()) if args.db == "postgresql" else None
+        token = "admin-" + os.urandom(12).hex()
+        for index in range(args.servers):
+            servers.append(Server(tmp, ns, {}, profile=profile, db_url=db_url, token=token, index=index))
+        server = servers[0]
+        servers_named = "mlp server" if len(servers) == 1 else f"{len(servers)} mlp servers"
         nb = tmp / "bench.ipynb"
         nb.write_text(realistic_notebook())
         server.mlp_json("models", "save", str(nb), "--name", "bench")
@@ -580,7 +610,7 @@ def run(args: argparse.Namespace, kinds: list[str], plane: dict[str, int], layou
                     asyncio.run(bare_phase("warm-up", args.warmup, args.concurrency, template))
                     pods += args.warmup + 1
                 else:
-                    asyncio.run(platform_phase(server, args.warmup, args.concurrency, body))
+                    asyncio.run(platform_phase(servers, args.warmup, args.concurrency, body))
                     pods += args.warmup
             print(f"  (warm-up, untimed: {args.warmup} Jobs each way)", flush=True)
         for kind in kinds:
@@ -594,12 +624,12 @@ def run(args: argparse.Namespace, kinds: list[str], plane: dict[str, int], layou
                     phase = asyncio.run(bare_phase("bare loop", args.count, args.concurrency, template))
                 pods += args.count + 1
             else:
-                cpu_before = cpu_seconds(server.proc.pid)
+                cpu_before = sum(cpu_seconds(s.proc.pid) for s in servers)
                 server.profiling(True)
                 with downstream_paused(plane, args.downstream == "paused"):
-                    phase, ids = asyncio.run(platform_phase(server, args.count, args.concurrency, body))
+                    phase, ids = asyncio.run(platform_phase(servers, args.count, args.concurrency, body))
                 server.profiling(False)
-                used = cpu_seconds(server.proc.pid) - cpu_before
+                used = sum(cpu_seconds(s.proc.pid) for s in servers) - cpu_before
                 server_cpu += used
                 all_ids += ids
                 pods += args.count
@@ -609,7 +639,7 @@ def run(args: argparse.Namespace, kinds: list[str], plane: dict[str, int], layou
             requests = apiserver_requests() - requests_before
             print(f"  (the box was busy {box:.2f} CPU-s of {phase.seconds * (os.cpu_count() or 1):.2f}; "
                   f"this client used {time.process_time() - client_cpu:.2f} s"
-                  + (f"; the mlp server {used:.2f} s: {used / args.count * 1000:.1f} ms per run)"
+                  + (f"; the {servers_named}: {used:.2f} s, {used / args.count * 1000:.1f} ms per run)"
                      if kind == "platform" else ")"), flush=True)
             print("  (control plane, CPU ms per Job: " + ", ".join(
                 f"{k} {v / args.count * 1000:.1f}" for k, v in plane_used.items())
@@ -629,7 +659,7 @@ def run(args: argparse.Namespace, kinds: list[str], plane: dict[str, int], layou
         print("all phases together:")
         print(bare.line())
         print(plat.line())
-        print(f"  (the mlp server used {server_cpu:.2f} s of CPU: {server_cpu / plat.count * 1000:.1f} ms per run; "
+        print(f"  (the {servers_named} used {server_cpu:.2f} s of CPU: {server_cpu / plat.count * 1000:.1f} ms per run; "
               f"{made}/{len(all_ids)} platform Jobs found in the namespace)")
         result = Result(plat, bare, made == len(all_ids))
         print()
@@ -639,7 +669,7 @@ def run(args: argparse.Namespace, kinds: list[str], plane: dict[str, int], layou
               f"{_met(result.ratio_met)}   (bare {bare.rate:.1f} Jobs/s)")
         return result
     finally:
-        if server is not None:
+        for server in servers:
             server.stop()
         if args.keep:
             print(f"kept namespace {ns}; server log {tmp / 'server.log'}")
