@@ -69,6 +69,7 @@ class Platform:
     def start(self) -> None:
         """Start reconciling (first pass at once: a restart learns every true state)."""
         if self._loop_task is None:
+            self._lead()  # so that /health says the role from the first request on
             self._loop_task = asyncio.get_running_loop().create_task(self._reconcile_forever())
 
     def _lead(self) -> bool:

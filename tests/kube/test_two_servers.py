@@ -25,9 +25,14 @@ def namespace() -> Any:
         yield ns
 
 
+def leads(server: Any) -> bool:
+    with server.api() as api:
+        return api.get("/health").json()["leader"]
+
+
 def leader_of(*servers: Any) -> Any:
     """The one server that says it leads, or None while that is not so."""
-    leading = [s for s in servers if s.api().get("/health").json()["leader"]]
+    leading = [s for s in servers if leads(s)]
     return leading[0] if len(leading) == 1 else None
 
 
@@ -72,7 +77,7 @@ def test_two_servers_share_one_database(mlp_server_factory, namespace, platform_
     # The leader dies: the other takes the lead and follows what was in flight and what comes next.
     stuck = leader.mlp_json("train", "iris", "--hardware", "gpu-8")  # fits no node: stays pending
     leader.kill()
-    wait_until("the standby to lead", lambda: standby.api().get("/health").json()["leader"], timeout=20)
+    wait_until("the standby to lead", lambda: leads(standby), timeout=20)
     later = standby.mlp_json("train", "iris", "--hardware", "cpu-small", "--wait")
     assert later["status"] == "succeeded", later
     pending = wait_until("the pending run's reason", lambda: (lambda r: r if "nvidia.com/gpu" in (r["reason"] or "")

@@ -210,3 +210,9 @@ def test_a_duplicate_written_concurrently_is_409_not_500(postgres_url):
             assert s.get(m.User, "bob") is None  # the request's transaction was rolled back whole
     finally:
         store.close()
+
+
+def test_a_server_on_sqlite_says_it_leads_from_its_first_answer(mlp_server):
+    with mlp_server.api() as api:
+        health = api.get("/health").json()
+    assert health["status"] == "ok" and health["leader"] is True, health
