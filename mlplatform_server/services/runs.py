@@ -299,11 +299,13 @@ class RunService:
     async def _submit_within_grace(self, spec: RunSpec, planned: str | None) -> str:
         if planned is None:
             return await self.backend.submit(spec)
-        try:
-            return await asyncio.wait_for(self.backend.submit(spec), SUBMIT_DEADLINE_SECONDS)
+        try:  # asyncio.timeout: a timer on this task (wait_for would make a task per submit)
+            async with asyncio.timeout(SUBMIT_DEADLINE_SECONDS):
+                return await self.backend.submit(spec)
         except TimeoutError:
             try:  # the create may have landed after all: the run is recorded as failed, so no Job of it may run
-                await asyncio.wait_for(self.backend.cancel(planned, spec), SUBMIT_DEADLINE_SECONDS)
+                async with asyncio.timeout(SUBMIT_DEADLINE_SECONDS):
+                    await self.backend.cancel(planned, spec)
             except Exception as exc:
                 log.warning("run %s: could not remove what its timed-out submit may have made (%s: %s); "
                             "look for %s", spec.run_id, exc.__class__.__name__, exc, planned)
