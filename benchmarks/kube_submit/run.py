@@ -557,13 +557,8 @@ def _met(ok: bool) -> str:
 def run(args: argparse.Namespace, kinds: list[str], plane: dict[str, int], layout: str,
         profile: str | None) -> Result:
     """One measurement (its own namespace and server) in the current CPU layout."""
-    with contextlib.ExitStack() as database:  # --db postgresql: a fresh database, dropped last
-        return _run(args, kinds, plane, layout, profile, database)
-
-
-def _run(args: argparse.Namespace, kinds: list[str], plane: dict[str, int], layout: str,
-         profile: str | None, database: contextlib.ExitStack) -> Result:
     ns = f"mlp-bench-{uuid.uuid4().hex[:8]}"
+    database = contextlib.ExitStack()  # --db postgresql: a fresh database, dropped after the servers stop
     tmp = Path(tempfile.mkdtemp(prefix="mlp-kube-bench-"))
     servers: list[Server] = []
     print(f"control plane {KubeClient.from_kubeconfig(kubeconfig()).config.server}, namespace {ns}, "
@@ -671,6 +666,7 @@ def _run(args: argparse.Namespace, kinds: list[str], plane: dict[str, int], layo
     finally:
         for server in servers:
             server.stop()
+        database.close()
         if args.keep:
             print(f"kept namespace {ns}; server log {tmp / 'server.log'}")
         else:
