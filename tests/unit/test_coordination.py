@@ -174,7 +174,8 @@ def test_servers_starting_at_once_migrate_once(postgres_url):
 
 def test_a_duplicate_written_concurrently_is_409_not_500(postgres_url):
     """The database refuses the second row (here a user named twice, as two servers seeing one new
-    hub user at once would): the answer is a 409 with a JSON body, and nothing else changed."""
+    hub user at once would): the answer is a 409 with a JSON body, and nothing else changed. A
+    handler made for the test on the real BaseHandler: no API route loses such a race on demand."""
     from mlplatform_server.api.base import BaseHandler
 
     store = Store(postgres_url)
