@@ -80,6 +80,9 @@ class LocalCoordination:
         self._locks.clear()
 
 
+_UNLOCK = text("SELECT pg_advisory_unlock(CAST(:scope AS integer), CAST(:key AS integer))")
+
+
 class PostgresCoordination:
     """Several servers on one PostgreSQL database."""
 
@@ -131,12 +134,17 @@ class PostgresCoordination:
         key = name_key(name)
         async with self._local.lock(scope, name):
             connection = self._connect()
+            acquired = False
             try:
                 while not self._try_lock(connection, scope, key):
                     await asyncio.sleep(self.poll_seconds)
+                acquired = True
                 yield
             finally:
-                connection.close()  # no pool: the session ends, and with it the lock
+                if acquired:  # let go before answering: a closed session's locks go a moment after the close
+                    with contextlib.suppress(Exception):  # a dead session holds nothing anyway
+                        connection.execute(_UNLOCK, {"scope": scope, "key": key})
+                connection.close()  # no pool: the session ends, and with it anything it still held
 
     def held(self, scope: int, names: Iterable[str]) -> set[str]:
         by_key: dict[int, list[str]] = {}
@@ -156,6 +164,9 @@ class PostgresCoordination:
         return {name for key in keys for name in by_key.get(int(key), ())}
 
     def close(self) -> None:
+        if self._leading and self._candidate is not None:
+            with contextlib.suppress(Exception):  # hand the lead over now, not when the session has ended
+                self._candidate.execute(_UNLOCK, {"scope": LEADER, "key": 0})
         self._drop_candidate()
         self.engine.dispose()
 
