@@ -80,9 +80,6 @@ class LocalCoordination:
         self._locks.clear()
 
 
-_UNLOCK = text("SELECT pg_advisory_unlock(CAST(:scope AS integer), CAST(:key AS integer))")
-
-
 class PostgresCoordination:
     """Several servers on one PostgreSQL database."""
 
@@ -100,6 +97,14 @@ class PostgresCoordination:
     def _try_lock(connection: Connection, scope: int, key: int) -> bool:
         query = text("SELECT pg_try_advisory_lock(CAST(:scope AS integer), CAST(:key AS integer))")
         return bool(connection.execute(query, {"scope": scope, "key": key}).scalar())
+
+    @staticmethod
+    def _unlock(connection: Connection, scope: int, key: int) -> None:
+        """Let go now: a closed session's locks go only a moment after the close, when its backend
+        exits, and the next question (``held``, a standby's try) could still find them held."""
+        query = text("SELECT pg_advisory_unlock(CAST(:scope AS integer), CAST(:key AS integer))")
+        with contextlib.suppress(Exception):  # a dead session holds nothing anyway
+            connection.execute(query, {"scope": scope, "key": key})
 
     def _standing(self) -> Connection:
         """This server's long-lived session: it holds the leader lock while leading, and asks
@@ -141,9 +146,8 @@ class PostgresCoordination:
                 acquired = True
                 yield
             finally:
-                if acquired:  # let go before answering: a closed session's locks go a moment after the close
-                    with contextlib.suppress(Exception):  # a dead session holds nothing anyway
-                        connection.execute(_UNLOCK, {"scope": scope, "key": key})
+                if acquired:
+                    self._unlock(connection, scope, key)
                 connection.close()  # no pool: the session ends, and with it anything it still held
 
     def held(self, scope: int, names: Iterable[str]) -> set[str]:
@@ -165,8 +169,7 @@ class PostgresCoordination:
 
     def close(self) -> None:
         if self._leading and self._candidate is not None:
-            with contextlib.suppress(Exception):  # hand the lead over now, not when the session has ended
-                self._candidate.execute(_UNLOCK, {"scope": LEADER, "key": 0})
+            self._unlock(self._candidate, LEADER, 0)
         self._drop_candidate()
         self.engine.dispose()
 
